@@ -1,0 +1,35 @@
+"""One exception family for the edge package.
+
+`InputError` subclasses mean the data (a spectrum, a file, a bundle, a config) is bad;
+`UsageError` means our caller misused the API. The CLI prints `str(err)` and exits non-zero.
+"""
+
+from __future__ import annotations
+
+
+class EdgeError(Exception):
+    """Root of every error the edge package raises on purpose."""
+
+
+class InputError(EdgeError, ValueError):
+    """The data handed to us is unusable; the message says what and why."""
+
+
+class SpectrumError(InputError):
+    """A spectrum cannot be turned into model input (NaN, empty, too short, flat...)."""
+
+
+class BundleError(InputError):
+    """A model bundle is missing, incomplete, tampered with, or incompatible."""
+
+
+class ConfigError(InputError):
+    """The configuration (TOML, environment, flags) is invalid."""
+
+
+class RuntimeNotFoundError(EdgeError):
+    """No TFLite runtime (ai_edge_litert or tflite_runtime) is installed."""
+
+
+class UsageError(EdgeError):
+    """The API was called wrongly (a bug in the caller, not bad data)."""

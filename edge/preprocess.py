@@ -1,0 +1,279 @@
+"""The one preprocessing module: spectrum in, model input out.
+
+Used by the trainer (on RRUFF files) and by the edge daemon (on instrument frames), so a
+change here changes both sides at once; the bundle records `PREPROCESS_VERSION` and the
+spec it was trained with, and the edge refuses a bundle whose version it does not know.
+
+Every stage is a pure function on NumPy arrays. Order for raw instrument spectra:
+
+    pixel_to_wavelength -> to_raman_shift -> (dark subtraction) -> despike
+    -> remove_baseline -> resample -> normalize
+
+RRUFF "Processed" spectra are already baseline-corrected and calibrated, so for them
+(`corrected=True`) only sort/deduplicate -> resample -> normalize runs.
+
+Grid policy (see docs/preprocessing.md): the model grid is the paper's 1,360 points,
+150-1,509 cm-1 at 1 cm-1. Most RRUFF spectra stop near 1,290 cm-1; grid points outside the
+measured range are set to 0 (not extrapolated) and `coverage` reports the fraction of the
+grid that was measured. `spec.max_shift_cm1` optionally zeroes everything above a shift for
+every spectrum, so that full-range instrument spectra look like the truncated library.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from edge.errors import SpectrumError
+
+PREPROCESS_VERSION = "1"
+
+#: The paper's grid: 1,360 points from 150 cm-1, 1 cm-1 apart (last point 1,509 cm-1).
+PAPER_GRID_START_CM1 = 150.0
+PAPER_GRID_STEP_CM1 = 1.0
+PAPER_GRID_N = 1360
+
+#: Fewer finite points than this and a spectrum is not a spectrum.
+MIN_POINTS = 16
+
+FloatArray = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """Everything preprocessing needs; written into the bundle manifest verbatim."""
+
+    grid_start_cm1: float = PAPER_GRID_START_CM1
+    grid_step_cm1: float = PAPER_GRID_STEP_CM1
+    grid_n: int = PAPER_GRID_N
+    #: "max": divide by the largest value, so the strongest band is 1.0.
+    normalization: str = "max"
+    #: Grid points above this shift are zeroed for every spectrum (None: keep all).
+    max_shift_cm1: float | None = None
+    #: Whitaker-Hayes modified z-score threshold for cosmic-ray spikes (raw spectra only).
+    despike_threshold: float = 8.0
+    #: arPLS smoothness for baseline removal (raw spectra only), on the pixel axis.
+    baseline_lam: float = 1e5
+    version: str = field(default=PREPROCESS_VERSION)
+
+    def grid_cm1(self) -> FloatArray:
+        return self.grid_start_cm1 + self.grid_step_cm1 * np.arange(self.grid_n, dtype=np.float64)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PreprocessSpec:
+        known = set(cls.__dataclass_fields__)
+        unknown = set(data) - known
+        if unknown:
+            raise SpectrumError(f"preprocessing spec has unknown keys {sorted(unknown)}")
+        if str(data.get("version", PREPROCESS_VERSION)) != PREPROCESS_VERSION:
+            raise SpectrumError(
+                f"preprocessing spec version {data.get('version')!r} is not supported "
+                f"by this edge (knows {PREPROCESS_VERSION!r}); upgrade raman-edge"
+            )
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Model input plus what the quality gate and the peak report need."""
+
+    values: NDArray[np.float32]  # on the grid, normalised
+    coverage: float  # fraction of grid points inside the measured range
+    n_spikes: int  # cosmic-ray pixels replaced (0 for corrected spectra)
+    scale: float  # the divisor used by normalize (intensity units of the input)
+
+
+def _as_1d(name: str, values: ArrayLike) -> FloatArray:
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim != 1:
+        raise SpectrumError(f"{name} must be one-dimensional, got shape {arr.shape}")
+    return arr
+
+
+def _check_finite(name: str, arr: FloatArray) -> None:
+    if arr.size == 0:
+        raise SpectrumError(f"{name} is empty")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise SpectrumError(
+            f"{name} has {int(bad.sum())} non-finite values (NaN/inf), first at index {first}"
+        )
+
+
+def pixel_to_wavelength(pixels: ArrayLike, coeffs_nm: ArrayLike) -> FloatArray:
+    """Evaluate the device calibration polynomial; coeffs are c0 + c1*p + c2*p^2 + ..."""
+    p = _as_1d("pixels", pixels)
+    c = _as_1d("calibration coefficients", coeffs_nm)
+    _check_finite("calibration coefficients", c)
+    # np.polyval wants the highest order first; devices store c0 first.
+    return np.polyval(c[::-1], p)
+
+
+def to_raman_shift(wavelength_nm: ArrayLike, laser_nm: float) -> FloatArray:
+    """Stokes Raman shift in cm-1 of scattered light at `wavelength_nm` for a laser line."""
+    wl = _as_1d("wavelength_nm", wavelength_nm)
+    _check_finite("wavelength_nm", wl)
+    if not np.isfinite(laser_nm) or laser_nm <= 0:
+        raise SpectrumError(f"laser wavelength must be a positive number of nm, got {laser_nm}")
+    if (wl <= 0).any():
+        raise SpectrumError("wavelengths must be positive (check the calibration polynomial)")
+    return 1e7 / float(laser_nm) - 1e7 / wl
+
+
+def raman_shift_to_wavelength(shift_cm1: ArrayLike, laser_nm: float) -> FloatArray:
+    """Inverse of `to_raman_shift` (used by the emulator's forward model)."""
+    s = _as_1d("shift_cm1", shift_cm1)
+    return 1e7 / (1e7 / float(laser_nm) - s)
+
+
+def sort_unique(x: ArrayLike, y: ArrayLike) -> tuple[FloatArray, FloatArray]:
+    """Sort by x and average duplicated x values, dropping non-finite pairs.
+
+    RRUFF files occasionally repeat or reverse x; interpolation needs strictly increasing x.
+    """
+    xa = _as_1d("shift_cm1", x)
+    ya = _as_1d("intensity", y)
+    if xa.shape != ya.shape:
+        raise SpectrumError(
+            f"shift and intensity lengths differ ({xa.size} vs {ya.size})"
+        )
+    _check_finite("intensity", ya)
+    _check_finite("shift_cm1", xa)
+    order = np.argsort(xa, kind="stable")
+    xs, ys = xa[order], ya[order]
+    ux, inverse, counts = np.unique(xs, return_inverse=True, return_counts=True)
+    if ux.size != xs.size:
+        ys = np.bincount(inverse, weights=ys) / counts
+        xs = ux
+    if xs.size < MIN_POINTS:
+        raise SpectrumError(f"spectrum has {xs.size} distinct points; need at least {MIN_POINTS}")
+    return xs, ys
+
+
+def resample(x: ArrayLike, y: ArrayLike, grid_cm1: ArrayLike) -> tuple[FloatArray, float]:
+    """Linear interpolation onto `grid_cm1`; zero outside the measured range.
+
+    Returns (values, coverage) where coverage is the fraction of grid points that fall
+    inside [min(x), max(x)]. A spectrum already on the grid is returned unchanged.
+    """
+    xs, ys = sort_unique(x, y)
+    g = _as_1d("grid", grid_cm1)
+    inside = (g >= xs[0]) & (g <= xs[-1])
+    out = np.zeros_like(g)
+    out[inside] = np.interp(g[inside], xs, ys)
+    return out, float(inside.mean()) if g.size else 0.0
+
+
+def normalize(y: ArrayLike, method: str = "max") -> tuple[FloatArray, float]:
+    """Scale so the strongest band is 1.0 ("max"); returns (scaled, divisor)."""
+    arr = _as_1d("intensity", y)
+    _check_finite("intensity", arr)
+    if method != "max":
+        raise SpectrumError(f"unknown normalization {method!r}; this edge knows 'max'")
+    peak = float(arr.max())
+    if peak <= 0 or peak - float(arr.min()) <= 1e-12 * max(1.0, abs(peak)):
+        raise SpectrumError("spectrum is flat or has no positive signal; nothing to normalise")
+    return arr / peak, peak
+
+
+def despike(y: ArrayLike, threshold: float = 8.0) -> tuple[FloatArray, int]:
+    """Remove cosmic-ray spikes; returns (cleaned, number of pixels replaced).
+
+    A cosmic ray hits one or two pixels; a Raman band (after the spectrograph's slit
+    function) spans several. So a 5-pixel running median erases a spike completely but only
+    trims the top of a band. A pixel is a spike when its residual from that median is an
+    outlier (modified z-score above `threshold`, as in Whitaker & Hayes 2018) *and* the
+    residual is most of its height above the local floor; the second test keeps strong,
+    narrow real bands that the plain Whitaker-Hayes difference test would eat.
+    Spike pixels are replaced by a 7-pixel running median.
+    """
+    from scipy.ndimage import median_filter, minimum_filter
+
+    arr = _as_1d("intensity", y)
+    _check_finite("intensity", arr)
+    if arr.size < MIN_POINTS:
+        raise SpectrumError(f"spectrum has {arr.size} points; need at least {MIN_POINTS}")
+    smooth = median_filter(arr, size=5, mode="nearest")
+    resid = arr - smooth
+    mad = float(np.median(np.abs(resid - np.median(resid))))
+    if mad == 0.0:
+        mad = float(np.mean(np.abs(resid - np.median(resid)))) or 1.0
+    z = 0.6745 * (resid - np.median(resid)) / mad
+    floor = minimum_filter(arr, size=11, mode="nearest")
+    height = np.maximum(arr - floor, 1e-12)
+    spikes = (z > threshold) & (resid > 0.6 * height)
+    if not spikes.any():
+        return arr.copy(), 0
+    out = arr.copy()
+    out[spikes] = median_filter(arr, size=7, mode="nearest")[spikes]
+    return out, int(spikes.sum())
+
+
+def remove_baseline(y: ArrayLike, lam: float = 1e5) -> FloatArray:
+    """Subtract a smooth background (arPLS, Baek et al. 2015, via pybaselines).
+
+    Fluorescence backgrounds are broad and several times the Raman band height; arPLS
+    follows them under the bands without eating the bands. Works on the pixel axis, so
+    `lam` does not depend on the shift units.
+    """
+    arr = _as_1d("intensity", y)
+    _check_finite("intensity", arr)
+    if arr.size < MIN_POINTS:
+        raise SpectrumError(f"spectrum has {arr.size} points; need at least {MIN_POINTS}")
+    from pybaselines.whittaker import arpls  # local: keeps `import edge` fast
+
+    baseline, _ = arpls(arr, lam=lam)
+    return arr - np.asarray(baseline, dtype=np.float64)
+
+
+def preprocess(
+    shift_cm1: ArrayLike,
+    intensity: ArrayLike,
+    spec: PreprocessSpec | None = None,
+    *,
+    corrected: bool,
+) -> Prepared:
+    """Turn one spectrum into model input.
+
+    `corrected=True` for library spectra that are already baseline-corrected (RRUFF
+    Processed, or a CSV the user exported after correction); `corrected=False` for raw
+    instrument counts, which get despiked and baseline-corrected first.
+    """
+    spec = spec or PreprocessSpec()
+    x, y = sort_unique(shift_cm1, intensity)
+    n_spikes = 0
+    if not corrected:
+        y, n_spikes = despike(y, threshold=spec.despike_threshold)
+        y = remove_baseline(y, lam=spec.baseline_lam)
+    grid = spec.grid_cm1()
+    values, coverage = resample(x, y, grid)
+    if spec.max_shift_cm1 is not None:
+        values[grid > spec.max_shift_cm1] = 0.0
+    if coverage == 0.0:
+        raise SpectrumError(
+            f"spectrum ({x[0]:.0f}-{x[-1]:.0f} cm-1) does not overlap the model grid "
+            f"({grid[0]:.0f}-{grid[-1]:.0f} cm-1)"
+        )
+    values, scale = normalize(values, spec.normalization)
+    return Prepared(values.astype(np.float32), coverage, n_spikes, scale)
+
+
+def preprocess_batch(
+    spectra: list[tuple[ArrayLike, ArrayLike]],
+    spec: PreprocessSpec | None = None,
+    *,
+    corrected: bool,
+) -> tuple[NDArray[np.float32], NDArray[np.float64]]:
+    """`preprocess` over many spectra: returns (X of shape (n, grid_n), coverage per row)."""
+    spec = spec or PreprocessSpec()
+    rows = [preprocess(x, y, spec, corrected=corrected) for x, y in spectra]
+    if not rows:
+        return np.zeros((0, spec.grid_n), np.float32), np.zeros(0)
+    return np.stack([r.values for r in rows]), np.array([r.coverage for r in rows])
