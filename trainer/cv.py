@@ -1,0 +1,188 @@
+"""Repeated K-fold cross-validation with the same folds for every model.
+
+Two protocols:
+- "stratified" (the paper's): StratifiedKFold on spectra. Spectra of one specimen (RRUFF
+  ID) measured at another laser can sit on both sides of a split, which flatters every
+  model; it is reported because the paper used it.
+- "specimen" (`--group-by specimen`): StratifiedGroupKFold with RRUFF ID groups, restricted
+  to classes with at least two specimens (others could never be evaluated). This is the
+  honest estimate for a specimen the model has never seen.
+
+Per-fold results are appended to a JSON-lines cache as they finish, so an interrupted run
+resumes where it stopped (`--cache`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from trainer.dataset import Dataset
+from trainer.errors import InputError
+from trainer.models import MODELS
+
+
+@dataclass(frozen=True)
+class CVConfig:
+    models: tuple[str, ...]
+    folds: int = 10
+    repeats: int = 1
+    seed: int = 0
+    group_by: str | None = None  # None or "specimen"
+
+
+@dataclass(frozen=True)
+class FoldResult:
+    model: str
+    repeat: int
+    fold: int
+    n_test: int
+    accuracy: float
+    top3: float
+    macro_f1: float
+    fit_predict_s: float
+
+
+def topk_accuracy(scores: NDArray[np.float64], y: NDArray[np.int64], k: int) -> float:
+    if len(y) == 0:
+        return float("nan")
+    k = min(k, scores.shape[1])
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    return float((top == y[:, None]).any(axis=1).mean())
+
+
+def macro_f1(y_true: NDArray[np.int64], y_pred: NDArray[np.int64]) -> float:
+    """Macro-F1 over the classes present in y_true (absent classes carry no information)."""
+    classes = np.unique(y_true)
+    f1s = []
+    for c in classes:
+        tp = np.sum((y_pred == c) & (y_true == c))
+        fp = np.sum((y_pred == c) & (y_true != c))
+        fn = np.sum((y_pred != c) & (y_true == c))
+        f1s.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
+    return float(np.mean(f1s)) if f1s else float("nan")
+
+
+def restrict_for_grouping(ds: Dataset) -> Dataset:
+    """Keep classes with >= 2 specimens: a class with one specimen can't be both train and test."""
+    keep_classes = {
+        c for c in np.unique(ds.y) if np.unique(ds.groups[ds.y == c]).size >= 2
+    }
+    idx = np.flatnonzero(np.isin(ds.y, list(keep_classes)))
+    return ds.subset(idx)
+
+
+def make_folds(ds: Dataset, cfg: CVConfig, repeat: int) -> list[tuple[NDArray[np.int64], NDArray[np.int64]]]:
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+    seed = cfg.seed + repeat
+    with warnings.catch_warnings():
+        # Classes with fewer members than folds are expected here (median 2-4 per class).
+        warnings.simplefilter("ignore", UserWarning)
+        if cfg.group_by == "specimen":
+            sgkf = StratifiedGroupKFold(n_splits=cfg.folds, shuffle=True, random_state=seed)
+            return list(sgkf.split(ds.X, ds.y, ds.groups))
+        skf = StratifiedKFold(n_splits=cfg.folds, shuffle=True, random_state=seed)
+        return list(skf.split(ds.X, ds.y))
+
+
+def _cache_key(r: dict[str, Any]) -> tuple[str, int, int]:
+    return (r["model"], r["repeat"], r["fold"])
+
+
+def run_cv(
+    ds: Dataset,
+    cfg: CVConfig,
+    *,
+    cache: Path | None = None,
+    on_fold: Callable[[FoldResult], None] | None = None,
+) -> list[FoldResult]:
+    unknown = [m for m in cfg.models if m not in MODELS]
+    if unknown:
+        raise InputError(f"unknown model(s) {unknown}; choose from {', '.join(MODELS)}")
+    if cfg.folds < 2:
+        raise InputError("--folds must be at least 2")
+    done: dict[tuple[str, int, int], FoldResult] = {}
+    if cache is not None and cache.exists():
+        for line in cache.read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                done[_cache_key(r)] = FoldResult(**r)
+    results: list[FoldResult] = []
+    for repeat in range(cfg.repeats):
+        folds = make_folds(ds, cfg, repeat)
+        for fold, (tr, te) in enumerate(folds):
+            # Only test spectra whose class was seen in training can be scored.
+            seen = np.isin(ds.y[te], np.unique(ds.y[tr]))
+            te = te[seen]
+            for name in cfg.models:
+                key = (name, repeat, fold)
+                if key in done:
+                    results.append(done[key])
+                    if on_fold:
+                        on_fold(done[key])
+                    continue
+                t0 = time.perf_counter()
+                scores = MODELS[name](ds.X[tr], ds.y[tr], ds.X[te], ds.n_classes, cfg.seed + repeat)
+                elapsed = time.perf_counter() - t0
+                pred = np.argmax(scores, axis=1)
+                res = FoldResult(
+                    model=name, repeat=repeat, fold=fold, n_test=int(te.size),
+                    accuracy=float((pred == ds.y[te]).mean()),
+                    top3=topk_accuracy(scores, ds.y[te], 3),
+                    macro_f1=macro_f1(ds.y[te], pred),
+                    fit_predict_s=elapsed,
+                )
+                results.append(res)
+                if cache is not None:
+                    cache.parent.mkdir(parents=True, exist_ok=True)
+                    with cache.open("a") as fh:
+                        fh.write(json.dumps(asdict(res)) + "\n")
+                if on_fold:
+                    on_fold(res)
+    return results
+
+
+def summarize(results: list[FoldResult], models: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for m in models:
+        rs = [r for r in results if r.model == m]
+        if not rs:
+            continue
+        acc = np.array([r.accuracy for r in rs])
+        out[m] = {
+            "accuracy_mean": float(acc.mean()),
+            "accuracy_std": float(acc.std(ddof=1)) if acc.size > 1 else 0.0,
+            "top3_mean": float(np.mean([r.top3 for r in rs])),
+            "macro_f1_mean": float(np.mean([r.macro_f1 for r in rs])),
+            "fit_predict_s_total": float(sum(r.fit_predict_s for r in rs)),
+            "n_folds": len(rs),
+        }
+    return out
+
+
+PAPER_FIGURES = {"fmcnn": 0.988, "svm": 0.964}
+
+
+def markdown_table(summary: dict[str, dict[str, float]], title: str) -> str:
+    lines = [
+        f"**{title}**",
+        "",
+        "| model | accuracy (mean ± std) | top-3 | macro-F1 | folds | time (s) | paper |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for m, s in sorted(summary.items(), key=lambda kv: -kv[1]["accuracy_mean"]):
+        paper = f"{PAPER_FIGURES[m]:.3f}" if m in PAPER_FIGURES else ""
+        lines.append(
+            f"| {m} | {s['accuracy_mean']:.3f} ± {s['accuracy_std']:.3f} | {s['top3_mean']:.3f} "
+            f"| {s['macro_f1_mean']:.3f} | {int(s['n_folds'])} | {s['fit_predict_s_total']:.0f} | {paper} |"
+        )
+    return "\n".join(lines) + "\n"
