@@ -33,3 +33,26 @@ class RuntimeNotFoundError(EdgeError):
 
 class UsageError(EdgeError):
     """The API was called wrongly (a bug in the caller, not bad data)."""
+
+
+class PayloadError(InputError):
+    """A result payload does not match the `raman-edge/result/1` schema."""
+
+
+class OutboxError(EdgeError):
+    """The on-disk outbox cannot be opened or written."""
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class OutboxFullError(OutboxError):
+    """The outbox could not commit a result because the disk (or its page cap) is full.
+
+    The result was NOT stored: the caller must log/print it, it will not be published.
+    """
+
+
+class BrokerError(EdgeError):
+    """The MQTT broker could not be used (bad URL scheme, TLS files, credentials)."""

@@ -1,0 +1,209 @@
+"""The result payload published on `<prefix>/<device_id>/result` (schema `raman-edge/result/1`).
+
+One frozen dataclass per JSON object. `Result.to_json()` is the only encoder and
+`Result.from_json()` the only decoder, so docs/result.schema.json, the publisher and the
+`edge watch` subscriber cannot drift apart. Any change to the field set bumps `SCHEMA_ID`.
+
+`seq` and `id` are stamped by the outbox at commit time (`Result.stamped`); the daemon builds
+results with the defaults and never invents them, because only the outbox knows the next
+persisted sequence number.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from edge.errors import PayloadError, UsageError
+
+SCHEMA_ID = "raman-edge/result/1"
+Status = Literal["ok", "rejected"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Instrument:
+    serial: str
+    laser_nm: float
+    integration_ms: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelRef:
+    name: str
+    sha256: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Candidate:
+    mineral: str
+    p: float  # softmax probability, 0..1
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.p <= 1.0:
+            raise UsageError(f"candidate {self.mineral!r}: p={self.p} is outside 0..1")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Peak:
+    shift_cm1: float  # Raman shift of the peak centre, cm^-1
+    relevance: float  # deconvnet relevance, normalised so the strongest peak is 1
+    intensity: float  # preprocessed (normalised) intensity at the peak, dimensionless
+
+
+@dataclass(frozen=True, kw_only=True)
+class Quality:
+    snr: float | None = None  # peak height over baseline noise (std), dimensionless
+    coverage: float | None = None  # fraction of the model's shift grid covered by the spectrum
+    n_spikes: int = 0  # cosmic-ray spikes removed by despiking
+    saturated: bool = False  # any raw pixel at the detector's full scale
+    fluorescence_ratio: float | None = None  # baseline area / total area before removal
+
+
+@dataclass(frozen=True, kw_only=True)
+class Latency:
+    """Milliseconds per stage. `None` means the stage did not run (e.g. classify on a reject).
+
+    `commit` and `publish` are filled by the publisher when a copy is sent: `publish` is the
+    time the result waited in the outbox before this copy went to the network, so it includes
+    any time the broker was unreachable. `total` is the sum of every stage that ran.
+    """
+
+    decode: float | None = None
+    preprocess: float | None = None
+    classify: float | None = None
+    deconv: float | None = None
+    commit: float | None = None
+    publish: float | None = None
+    total: float | None = None
+
+    def with_sent(self, *, commit_ms: float | None, publish_ms: float) -> Latency:
+        stages = (self.decode, self.preprocess, self.classify, self.deconv, commit_ms, publish_ms)
+        return replace(
+            self,
+            commit=commit_ms,
+            publish=publish_ms,
+            total=sum(s for s in stages if s is not None),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Result:
+    device_id: str
+    acquired_at: datetime  # timezone-aware; encoded as UTC ISO 8601 with a trailing Z
+    instrument: Instrument
+    model: ModelRef
+    status: Status
+    reason: str | None = None  # why a spectrum was rejected; None when status == "ok"
+    top: tuple[Candidate, ...] = ()  # best first
+    unknown: bool = False  # top-1 below the model's confidence threshold
+    peaks: tuple[Peak, ...] = ()
+    quality: Quality = field(default_factory=Quality)
+    latency_ms: Latency = field(default_factory=Latency)
+    seq: int = 0  # stamped by the outbox; 0 means "not committed yet"
+    id: str = ""  # stamped by the outbox; stable across redeliveries
+    schema: str = SCHEMA_ID
+
+    def __post_init__(self) -> None:
+        if self.schema != SCHEMA_ID:
+            raise UsageError(f"result schema {self.schema!r} is not {SCHEMA_ID!r}")
+        if self.status not in ("ok", "rejected"):
+            raise UsageError(f"result status {self.status!r} is not 'ok' or 'rejected'")
+        if self.status == "rejected" and not self.reason:
+            raise UsageError("a rejected result needs a reason")
+        if self.acquired_at.tzinfo is None:
+            raise UsageError("acquired_at must be timezone-aware (UTC)")
+        ps = [c.p for c in self.top]
+        if ps != sorted(ps, reverse=True):
+            raise UsageError("top candidates must be sorted best first")
+        # Tuples keep the dataclass hashable/immutable even when built from lists.
+        object.__setattr__(self, "top", tuple(self.top))
+        object.__setattr__(self, "peaks", tuple(self.peaks))
+
+    def stamped(self, *, seq: int, id: str) -> Result:
+        return replace(self, seq=seq, id=id)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["acquired_at"] = _iso_utc(self.acquired_at)
+        d["top"] = list(d["top"])
+        d["peaks"] = list(d["peaks"])
+        ordered = {"schema": d.pop("schema"), "id": d.pop("id"), "device_id": d.pop("device_id")}
+        ordered.update(d)
+        return _finite(ordered)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"), allow_nan=False)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Result:
+        try:
+            obj = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as err:
+            raise PayloadError(f"result payload is not JSON: {err}") from None
+        return cls.from_dict(obj)
+
+    @classmethod
+    def from_dict(cls, obj: Any) -> Result:
+        if not isinstance(obj, Mapping):
+            raise PayloadError("result payload is not a JSON object")
+        if obj.get("schema") != SCHEMA_ID:
+            raise PayloadError(f"result schema {obj.get('schema')!r} is not {SCHEMA_ID!r}")
+        try:
+            return cls(
+                schema=obj["schema"],
+                id=_str(obj["id"]),
+                device_id=_str(obj["device_id"]),
+                seq=int(obj["seq"]),
+                acquired_at=_parse_iso(obj["acquired_at"]),
+                instrument=Instrument(**obj["instrument"]),
+                model=ModelRef(**obj["model"]),
+                status=obj["status"],
+                reason=obj["reason"],
+                top=tuple(Candidate(**c) for c in _seq(obj["top"])),
+                unknown=bool(obj["unknown"]),
+                peaks=tuple(Peak(**p) for p in _seq(obj["peaks"])),
+                quality=Quality(**obj["quality"]),
+                latency_ms=Latency(**obj["latency_ms"]),
+            )
+        except PayloadError:
+            raise
+        except (KeyError, TypeError, ValueError, UsageError) as err:
+            raise PayloadError(f"result payload does not match {SCHEMA_ID}: {err!r}") from None
+
+
+def _iso_utc(t: datetime) -> str:
+    return t.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _parse_iso(text: Any) -> datetime:
+    t = datetime.fromisoformat(_str(text).replace("Z", "+00:00"))
+    if t.tzinfo is None:
+        raise PayloadError(f"acquired_at {text!r} has no timezone")
+    return t
+
+
+def _str(v: Any) -> str:
+    if not isinstance(v, str):
+        raise PayloadError(f"expected a string, got {v!r}")
+    return v
+
+
+def _seq(v: Any) -> Sequence[Mapping[str, Any]]:
+    if not isinstance(v, list):
+        raise PayloadError(f"expected a list, got {type(v).__name__}")
+    return v
+
+
+def _finite(v: Any) -> Any:
+    # JSON has no NaN/Infinity; an undefined metric (SNR of a flat spectrum) is sent as null.
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_finite(x) for x in v]
+    return v
