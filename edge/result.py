@@ -139,7 +139,7 @@ class Result:
         return json.dumps(self.to_dict(), separators=(",", ":"), allow_nan=False)
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> Result:
+    def from_json(cls, text: str | bytes | bytearray) -> Result:
         try:
             obj = json.loads(text)
         except (ValueError, UnicodeDecodeError) as err:

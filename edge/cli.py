@@ -1,0 +1,171 @@
+"""`edge` command line: parse flags, load the EdgeConfig once, call one library function.
+
+Expected faults (the EdgeError family) become one red line on stderr and exit code 1
+(2 for misuse); a traceback means a bug.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import typer
+
+from edge.config import EdgeConfig, load_config
+from edge.errors import EdgeError, UsageError
+
+app = typer.Typer(
+    name="edge",
+    help="Raman Edge: identify minerals from Raman spectra at the instrument.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+T = TypeVar("T")
+
+EXIT_FAULT = 1
+EXIT_USAGE = 2
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="TOML config file (see deploy/edge.toml).")
+BrokerOpt = typer.Option(None, "--broker", help="mqtt://host:port or mqtts://host:port")
+PrefixOpt = typer.Option(None, "--prefix", help="Topic prefix (default 'raman').")
+ModelOpt = typer.Option(None, "--model", help="Model bundle directory (default: shipped).")
+
+
+def _fail(err: EdgeError) -> NoReturn:
+    typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(EXIT_USAGE if isinstance(err, UsageError) else EXIT_FAULT)
+
+
+def _guard(fn: Callable[[], T]) -> T:
+    try:
+        return fn()
+    except EdgeError as err:
+        _fail(err)
+
+
+def _load(config: Path | None, **overrides: Any) -> EdgeConfig:
+    return _guard(lambda: load_config(config, overrides=overrides))
+
+
+def _entry(module: str, func: str) -> Callable[..., Any]:
+    """Import `module.func` lazily; other people's modules may not exist yet."""
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as err:
+        if err.name != module:
+            raise  # a real missing dependency inside the module: not ours to hide
+        typer.echo(f"{module}.{func}: not implemented yet", err=True)
+        raise typer.Exit(EXIT_USAGE) from None
+    fn = getattr(mod, func, None)
+    if fn is None:
+        typer.echo(f"{module}.{func}: not implemented yet", err=True)
+        raise typer.Exit(EXIT_USAGE)
+    return fn
+
+
+def _exit_with(rc: Any) -> None:
+    if isinstance(rc, int) and rc != 0:
+        raise typer.Exit(rc)
+
+
+def _setup_logging(cfg: EdgeConfig) -> None:
+    from edge.logging_setup import configure_logging
+
+    configure_logging(cfg.log_level, cfg.log_format)
+
+
+@app.command()
+def run(
+    port: str | None = typer.Option(None, "--port", help="Serial port, e.g. /dev/serial/by-id/…"),
+    baud: int | None = typer.Option(None, "--baud", help="Serial baud rate."),
+    broker: str | None = BrokerOpt,
+    device_id: str | None = typer.Option(None, "--device-id", help="Default: hostname."),
+    model: Path | None = ModelOpt,
+    config: Path | None = ConfigOpt,
+    count: int | None = typer.Option(None, "--count", help="Stop after N spectra."),
+    drain_timeout: float | None = typer.Option(
+        None, "--drain-timeout", help="Seconds to wait for the outbox to drain on exit."
+    ),
+    simulate: bool | None = typer.Option(
+        None, "--simulate/--no-simulate", help="Use the spectrometer emulator."
+    ),
+    rate: float | None = typer.Option(None, "--rate", help="Spectra/s in simulate mode."),
+    prefix: str | None = PrefixOpt,
+    outbox: Path | None = typer.Option(None, "--outbox", help="Outbox SQLite file."),
+    log_level: str | None = typer.Option(None, "--log-level", help="debug|info|warning|error"),
+) -> None:
+    """Acquire, classify and publish results (the daemon)."""
+    cfg = _load(
+        config,
+        port=port,
+        baud=baud,
+        broker=broker,
+        device_id=device_id,
+        model_dir=model,
+        count=count,
+        drain_timeout_s=drain_timeout,
+        simulate=simulate,
+        rate_hz=rate,
+        prefix=prefix,
+        outbox_path=outbox,
+        log_level=log_level,
+    )
+    _setup_logging(cfg)
+    daemon_run = _entry("edge.daemon", "run")
+    _exit_with(_guard(lambda: daemon_run(cfg)))
+
+
+@app.command()
+def classify(
+    files: list[Path] = typer.Argument(..., help="Spectrum files to classify."),
+    model: Path | None = ModelOpt,
+    as_json: bool = typer.Option(False, "--json", help="One JSON result per line."),
+    config: Path | None = ConfigOpt,
+) -> None:
+    """Classify spectrum files offline (no spectrometer, no broker)."""
+    cfg = _load(config, model_dir=model)
+    _setup_logging(cfg)
+    offline_classify = _entry("edge.offline", "classify")
+    _exit_with(_guard(lambda: offline_classify(cfg, files, as_json=as_json)))
+
+
+@app.command()
+def check(
+    config: Path | None = ConfigOpt,
+    port: str | None = typer.Option(None, "--port", help="Serial port to probe."),
+    broker: str | None = BrokerOpt,
+    model: Path | None = ModelOpt,
+) -> None:
+    """Check the configuration, model bundle, spectrometer and broker."""
+    cfg = _load(config, port=port, broker=broker, model_dir=model)
+    _setup_logging(cfg)
+    do_check = _entry("edge.check", "check")
+    _exit_with(_guard(lambda: do_check(cfg)))
+
+
+@app.command()
+def watch(
+    broker: str | None = BrokerOpt,
+    device_id: str = typer.Option("+", "--device-id", help="Device to watch; '+' = all."),
+    prefix: str | None = PrefixOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print raw result JSON, one per line."),
+    count: int | None = typer.Option(None, "--count", help="Exit after N distinct results."),
+    config: Path | None = ConfigOpt,
+) -> None:
+    """Print results as they arrive (de-duplicated by message id) and status changes."""
+    from edge.publisher import MqttSettings
+    from edge.watch import watch as do_watch
+
+    if device_id != "+" and any(c in device_id for c in "/#+"):
+        _fail(UsageError(f"--device-id {device_id!r}: a device id or '+'"))
+    cfg = _load(config, broker=broker, prefix=prefix)
+    _setup_logging(cfg)
+    settings = MqttSettings.from_config(cfg)
+    try:
+        _guard(lambda: do_watch(settings, device_id, out=sys.stdout, as_json=as_json, count=count))
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
