@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from edge.preprocess import PreprocessSpec, preprocess
 from edge.errors import SpectrumError
+from edge.preprocess import PreprocessSpec, preprocess
 from trainer.rruff import RamanSpectrum, SelectionCounts, load_rruff, select
 
 

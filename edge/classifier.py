@@ -1,0 +1,101 @@
+"""int8 TFLite classification through LiteRT, never TensorFlow.
+
+Runtimes, in order: `ai_edge_litert` (the successor, pip install ai-edge-litert) then
+`tflite_runtime` (pip install tflite-runtime; 2.14 is the last, needs numpy < 2). The
+loaded one is reported in `Classifier.runtime` and by `edge check`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from edge.bundle import Bundle
+from edge.errors import BundleError, RuntimeNotFoundError, SpectrumError
+
+
+def load_interpreter_class(prefer: str | None = None) -> tuple[Any, str]:
+    """Return (Interpreter class, runtime name). `prefer` forces one ("ai_edge_litert"/"tflite_runtime")."""
+    order = ["ai_edge_litert", "tflite_runtime"]
+    forced = prefer or os.environ.get("RAMAN_EDGE_TFLITE_RUNTIME")
+    if forced:
+        order = [forced]
+    errors = []
+    for name in order:
+        try:
+            if name == "ai_edge_litert":
+                from ai_edge_litert.interpreter import Interpreter
+            elif name == "tflite_runtime":
+                from tflite_runtime.interpreter import Interpreter  # type: ignore[no-redef]
+            else:
+                raise ImportError(f"unknown runtime {name!r}")
+            return Interpreter, name
+        except ImportError as err:
+            errors.append(f"{name}: {err}")
+    raise RuntimeNotFoundError(
+        "no TFLite runtime found (" + "; ".join(errors) + "); install one: "
+        "pip install ai-edge-litert (or tflite-runtime on older Pi images)"
+    )
+
+
+@dataclass(frozen=True)
+class Prediction:
+    probabilities: NDArray[np.float32]  # (n_classes,), dequantised softmax
+    top: tuple[tuple[str, float], ...]  # best first
+    unknown: bool
+    class_index: int
+
+
+class Classifier:
+    """One interpreter per process (not thread-safe: the daemon calls it from one thread)."""
+
+    def __init__(self, bundle: Bundle, *, runtime: str | None = None, num_threads: int = 1) -> None:
+        interp_cls, self.runtime = load_interpreter_class(runtime)
+        self.bundle = bundle
+        try:
+            self._interp = interp_cls(model_path=str(bundle.model_path), num_threads=num_threads)
+            self._interp.allocate_tensors()
+        except (ValueError, RuntimeError) as err:
+            raise BundleError(f"{bundle.model_path}: the runtime cannot load it ({err})") from err
+        inp = self._interp.get_input_details()[0]
+        out = self._interp.get_output_details()[0]
+        self._in_index, self._out_index = inp["index"], out["index"]
+        self._in_dtype, self._out_dtype = inp["dtype"], out["dtype"]
+        self._in_q = inp["quantization"]
+        self._out_q = out["quantization"]
+        expected = (1, bundle.spec.grid_n, 1)
+        if tuple(inp["shape"]) != expected:
+            raise BundleError(
+                f"{bundle.model_path}: input shape {tuple(inp['shape'])} does not match the "
+                f"preprocessing grid {expected}"
+            )
+        if int(out["shape"][-1]) != len(bundle.labels):
+            raise BundleError(
+                f"{bundle.model_path}: {out['shape'][-1]} outputs but {len(bundle.labels)} labels"
+            )
+
+    def probabilities(self, values: NDArray[np.float32]) -> NDArray[np.float32]:
+        x = np.asarray(values, dtype=np.float32).reshape(1, -1, 1)
+        if x.shape[1] != self.bundle.spec.grid_n:
+            raise SpectrumError(f"model input must have {self.bundle.spec.grid_n} points, got {x.shape[1]}")
+        if self._in_dtype in (np.int8, np.uint8):
+            scale, zero = self._in_q
+            info = np.iinfo(self._in_dtype)
+            x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(self._in_dtype)
+        self._interp.set_tensor(self._in_index, x)
+        self._interp.invoke()
+        y = self._interp.get_tensor(self._out_index)[0]
+        if self._out_dtype in (np.int8, np.uint8):
+            scale, zero = self._out_q
+            return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
+        return y.astype(np.float32)
+
+    def classify(self, values: NDArray[np.float32], k: int = 3) -> Prediction:
+        p = self.probabilities(values)
+        order = np.argsort(-p, kind="stable")[:k]
+        top = tuple((self.bundle.labels[i], round(float(p[i]), 4)) for i in order)
+        return Prediction(p, top, bool(p[order[0]] < self.bundle.unknown_threshold), int(order[0]))
