@@ -47,7 +47,7 @@ def from_spectra(
     spec = spec or PreprocessSpec()
     rows, keep = [], []
     cov = []
-    for i, s in enumerate(spectra):
+    for _i, s in enumerate(spectra):
         try:
             p = preprocess(s.shift_cm1, s.intensity, spec, corrected=s.data_type == "Processed")
         except SpectrumError:

@@ -75,7 +75,7 @@ def _confusion_png(yt: np.ndarray, yp: np.ndarray, labels: tuple[str, ...], path
     classes = np.unique(np.concatenate([yt, yp]))
     pos = {c: i for i, c in enumerate(classes)}
     cm = np.zeros((classes.size, classes.size))
-    for t, p in zip(yt, yp):
+    for t, p in zip(yt, yp, strict=False):
         cm[pos[t], pos[p]] += 1
     fig, ax = plt.subplots(figsize=(8, 8))
     ax.imshow(np.log1p(cm), cmap="viridis", interpolation="nearest")

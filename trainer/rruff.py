@@ -146,7 +146,7 @@ def parse_rruff_text(data: bytes | str, file: str = "<memory>") -> RamanSpectrum
             try:
                 x, y = float(fields[0]), float(fields[1])
             except (ValueError, IndexError):
-                raise RruffParseError(file, lineno, "bad_number", f"cannot read x, y from {s!r}")
+                raise RruffParseError(file, lineno, "bad_number", f"cannot read x, y from {s!r}") from None
             xs.append(x)
             ys.append(y)
             continue
