@@ -161,6 +161,7 @@ def make_client(
 class PublisherStats:
     uptime_s: float
     connected: bool
+    connect_failures: int  # failed connection attempts (refused or unreachable) so far
     results_total: int  # results committed by this process
     rejected_total: int  # of which status == "rejected"
     acked_total: int  # PUBACKs received for results by this process
@@ -234,6 +235,7 @@ class Publisher:
         self._rejected_total = 0
         self._acked_total = 0
         self._outbox_full_total = 0
+        self._connect_failures = 0
         self._latencies_ms: deque[float] = deque(maxlen=1000)
         self._rate_mark = (self._started, 0)
         self._model: dict[str, str] | None = None
@@ -338,6 +340,7 @@ class Publisher:
             return PublisherStats(
                 uptime_s=round(now - self._started, 3),
                 connected=self.connected,
+                connect_failures=self._connect_failures,
                 results_total=self._results_total,
                 rejected_total=self._rejected_total,
                 acked_total=self._acked_total,
@@ -389,6 +392,8 @@ class Publisher:
     ) -> None:
         if reason.is_failure:
             # Refused (bad credentials, not authorised...): paho retries with backoff.
+            with self._stats_lock:
+                self._connect_failures += 1
             self._log_offline_once(f"broker refused the connection: {reason}")
             return
         client.publish(self.topics.status, ONLINE, qos=1, retain=True)
@@ -403,6 +408,8 @@ class Publisher:
         )
 
     def _on_connect_fail(self, _client: mqtt.Client, _u: Any) -> None:
+        with self._stats_lock:
+            self._connect_failures += 1
         self._log_offline_once("broker unreachable")
 
     def _on_disconnect(

@@ -81,6 +81,12 @@ class Broker:
             return False
 
 
+@pytest.fixture(name="wait_until")
+def wait_until_fixture() -> Callable[[Callable[[], bool], float, str], None]:
+    """`wait_until(cond, timeout_s, what)`: poll a condition, fail naming `what`."""
+    return wait_until
+
+
 @pytest.fixture
 def mosquitto(tmp_path: Path) -> Iterator[Broker]:
     """A running broker on a free port (persistence on); stop()/start()/restart() it freely."""

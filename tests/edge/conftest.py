@@ -30,9 +30,7 @@ def build_result(i: int = 0, *, device_id: str = "dev1", status: str = "ok") -> 
         model=ModelRef(name="fmcnn-int8-v1", sha256="ab" * 32),
         status=status,  # type: ignore[arg-type]
         reason=None if status == "ok" else "saturated",
-        top=(Candidate(mineral="quartz", p=0.91), Candidate(mineral="calcite", p=0.05))
-        if status == "ok"
-        else (),
+        top=(Candidate(mineral="quartz", p=0.91), Candidate(mineral="calcite", p=0.05)) if status == "ok" else (),
         unknown=False,
         peaks=(Peak(shift_cm1=464.0, relevance=1.0, intensity=0.97),) if status == "ok" else (),
         quality=Quality(snr=42.0 + i, coverage=0.98, n_spikes=1, fluorescence_ratio=0.2),
@@ -193,5 +191,7 @@ def schema_errors(value: Any, schema: dict[str, Any], path: str = "$") -> list[s
 
 
 @pytest.fixture(scope="session")
-def result_schema() -> dict[str, Any]:
-    return json.loads(SCHEMA_PATH.read_text())  # type: ignore[no-any-return]
+def schema_check() -> Callable[[Any], list[str]]:
+    """`schema_check(obj)` -> the list of violations of docs/result.schema.json (empty = ok)."""
+    schema = json.loads(SCHEMA_PATH.read_text())
+    return lambda obj: schema_errors(obj, schema)
