@@ -94,6 +94,11 @@ class Codec:
         return self._tx_seq
 
     @property
+    def last_rx_seq(self) -> int | None:
+        """Header seq of the last frame decoded (a device echoes it in ACK/NACK)."""
+        return self._rx_seq
+
+    @property
     def buffered(self) -> int:
         """Bytes held while waiting for a delimiter (never above the mode's frame limit)."""
         return len(self._buf)
@@ -189,7 +194,7 @@ class Codec:
             self._error("cobs", "invalid COBS encoding", len(unit) + 1)
             return
         if len(body) < wire.HEADER_SIZE + wire.CRC_SIZE:
-            self._error("short", f"{len(body)}-byte frame is shorter than header+CRC", len(unit) + 1)
+            self._error("short", f"{len(body)}-byte frame lacks header+CRC", len(unit) + 1)
             return
         (crc,) = wire.CRC.unpack_from(body, len(body) - wire.CRC_SIZE)
         if wire.crc16_ccitt_false(body[: -wire.CRC_SIZE]) != crc:

@@ -154,7 +154,8 @@ class DeviceInfo:
 
     def wavelengths_nm(self) -> NDArray[np.float64]:
         p = np.arange(self.pixel_count, dtype=np.float64)
-        return np.polyval(np.asarray(self.calibration_nm, dtype=np.float64)[::-1], p)
+        coeffs = np.asarray(self.calibration_nm, dtype=np.float64)[::-1]
+        return np.asarray(np.polyval(coeffs, p), dtype=np.float64)
 
     def shifts_cm1(self) -> NDArray[np.float64]:
         """Raman shift of every pixel, from the reported calibration and laser line."""

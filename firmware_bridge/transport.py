@@ -1,0 +1,204 @@
+"""Thin threaded serial transport: pyserial bytes in, codec events out, link events too.
+
+    t = Transport("/dev/ttyUSB0", baud=115200, codec=Codec())   # or "loop://", a pty path
+    t.start()
+    t.send(codec.encode(GetInfo()))
+    event = t.get(timeout_s=1.0)     # Message | FrameError | LinkDown | LinkUp | None
+
+A reader thread reads whatever is waiting, feeds the codec and queues its events. When the
+port fails (unplug, pty closed) it queues `LinkDown` instead of dying, closes the port and
+keeps trying to reopen the same path (a /dev/serial/by-id link or the emulator's --link
+symlink reappears when the device comes back); on success it queues `LinkUp`. Device I/O
+errors never escape from the thread; they become events.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import serial
+
+from firmware_bridge.codec import Codec, Event
+from firmware_bridge.errors import DeviceError
+
+#: Events waiting to be read. Beyond this the oldest are dropped (counted), so a caller that
+#: stops reading cannot make the process grow; a spectrum is at most ~8 KiB.
+MAX_QUEUED_EVENTS = 1024
+
+
+@dataclass(frozen=True)
+class LinkDown:
+    """The port failed or vanished; the transport is trying to reopen it."""
+
+    port: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class LinkUp:
+    """The port was reopened after a LinkDown (the device may have rebooted)."""
+
+    port: str
+
+
+TransportEvent = Event | LinkDown | LinkUp
+
+
+def open_port(port: str, baud: int, read_timeout_s: float = 0.05) -> Any:
+    """Open a device path or a pyserial URL (loop://, socket://, rfc2217://...)."""
+    try:
+        if "://" in port:
+            return serial.serial_for_url(port, baudrate=baud, timeout=read_timeout_s)
+        return serial.Serial(port, baudrate=baud, timeout=read_timeout_s)
+    except (serial.SerialException, OSError, ValueError) as err:
+        raise DeviceError(f"cannot open {port}: {_short(err)}") from None
+
+
+def _short(err: BaseException) -> str:
+    text = str(err).strip() or type(err).__name__
+    # pyserial wraps OSError texts as "[Errno 2] could not open port X: [Errno 2] No such..."
+    return text.split(": ", 1)[-1] if text.startswith("[Errno") else text
+
+
+class Transport:
+    def __init__(
+        self,
+        port: str,
+        *,
+        baud: int = 115200,
+        codec: Codec | None = None,
+        reconnect: bool = True,
+        reopen_interval_s: float = 0.2,
+    ) -> None:
+        self.port = port
+        self.baud = baud
+        self.codec = codec or Codec()
+        self.reconnect = reconnect
+        self.reopen_interval_s = reopen_interval_s
+        self.events_dropped = 0
+        self.link_downs = 0
+        self._serial: Any = None
+        self._lock = threading.Lock()  # guards _serial between reader and senders
+        self._events: queue.Queue[TransportEvent] = queue.Queue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._serial is not None
+
+    def start(self) -> None:
+        """Open the port (raises DeviceError if that fails) and start the reader thread."""
+        self._serial = open_port(self.port, self.baud)
+        self._thread = threading.Thread(target=self._run, name=f"reader {self.port}", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        with self._lock:
+            self._close_serial()
+
+    def send(self, data: bytes) -> None:
+        """Write bytes; raises DeviceError when the link is down (the caller may retry)."""
+        with self._lock:
+            if self._serial is None:
+                raise DeviceError(f"{self.port} is disconnected")
+            try:
+                self._serial.write(data)
+                self._serial.flush()
+            except (serial.SerialException, OSError) as err:
+                raise DeviceError(f"write to {self.port} failed: {_short(err)}") from None
+
+    def discard_input(self) -> None:
+        """Drop bytes the OS and the codec hold, and queued events (stale data)."""
+        with self._lock:
+            if self._serial is not None:
+                try:
+                    self._serial.reset_input_buffer()
+                except (serial.SerialException, OSError):
+                    pass
+            self.codec.reset()
+        while True:
+            try:
+                self._events.get_nowait()
+            except queue.Empty:
+                break
+
+    def get(self, timeout_s: float | None) -> TransportEvent | None:
+        """Next event, or None after `timeout_s`."""
+        try:
+            return self._events.get(timeout=timeout_s)
+        except queue.Empty:
+            return None
+
+    # -- reader thread -------------------------------------------------------------------
+
+    def _put(self, event: TransportEvent) -> None:
+        if self._events.qsize() >= MAX_QUEUED_EVENTS:
+            try:
+                self._events.get_nowait()
+                self.events_dropped += 1
+            except queue.Empty:
+                pass
+        self._events.put(event)
+
+    def _close_serial(self) -> None:
+        if self._serial is not None:
+            try:
+                self._serial.close()
+            except (serial.SerialException, OSError):
+                pass
+            self._serial = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            ser = self._serial
+            if ser is None:
+                if not self.reconnect:
+                    return
+                self._stop.wait(self.reopen_interval_s)
+                try:
+                    new = open_port(self.port, self.baud)
+                except DeviceError:
+                    continue
+                with self._lock:
+                    self._serial = new
+                    self.codec.reset()
+                self._put(LinkUp(self.port))
+                continue
+            try:
+                data = ser.read(max(1, ser.in_waiting))
+            except (serial.SerialException, OSError, TypeError, AttributeError) as err:
+                # TypeError/AttributeError: pyserial internals after a concurrent close.
+                if self._stop.is_set():
+                    return
+                with self._lock:
+                    self._close_serial()
+                self.link_downs += 1
+                self._put(LinkDown(self.port, _short(err)))
+                continue
+            if not data:
+                continue
+            with self._lock:  # discard_input() may reset the codec from another thread
+                self.codec.feed(data)
+                events = []
+                while (event := self.codec.next_event()) is not None:
+                    events.append(event)
+            for event in events:
+                self._put(event)
+
+
+def wait_until(predicate: Any, timeout_s: float, interval_s: float = 0.01) -> bool:
+    """Poll `predicate()` until true or timeout (for tests and the CLI)."""
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(interval_s)
+    return bool(predicate())
