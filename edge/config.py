@@ -55,8 +55,7 @@ def parse_broker_url(url: str) -> BrokerUrl:
         raise ConfigError(f"broker URL {url!r}: scheme must be mqtt:// or mqtts://")
     if parts.username or parts.password:
         raise ConfigError(
-            f"broker URL {parts.scheme}://{parts.hostname}: put credentials in "
-            "username/password_file, not in the URL"
+            f"broker URL {parts.scheme}://{parts.hostname}: put credentials in username/password_file, not in the URL"
         )
     if not parts.hostname:
         raise ConfigError(f"broker URL {url!r} has no host")
@@ -158,7 +157,8 @@ def load_config(
             continue
         key = name[len(ENV_PREFIX) :].lower()
         if key not in hints:
-            raise ConfigError(f"unknown environment variable {name} (no config key {key!r})")
+            hint = "; name a variable outside RAMAN_EDGE_* in password_env" if "password" in key else ""
+            raise ConfigError(f"unknown environment variable {name} (no config key {key!r}){hint}")
         values[key] = _coerce(key, raw, hints[key], f"environment {name}", from_text=True)
 
     for key, raw in (overrides or {}).items():
@@ -233,17 +233,13 @@ def _unwrap_optional(hint: Any) -> tuple[Any, bool]:
 
 
 def _type_name(t: Any) -> str:
-    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(
-        t, "a path"
-    )
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(t, "a path")
 
 
 def _validate(c: EdgeConfig) -> None:
     parse_broker_url(c.broker)
     if not _TOPIC_LEVEL.match(c.device_id):
-        raise ConfigError(
-            f"device_id {c.device_id!r}: use letters, digits, '.', '_' or '-' (it is a topic level)"
-        )
+        raise ConfigError(f"device_id {c.device_id!r}: use letters, digits, '.', '_' or '-' (it is a topic level)")
     if not c.prefix or any(not _TOPIC_LEVEL.match(level) for level in c.prefix.split("/")):
         raise ConfigError(f"prefix {c.prefix!r}: topic levels of letters, digits, '.', '_', '-'")
     positive = {
