@@ -30,6 +30,7 @@ mapped onto INFO/INT/AVG/START/STOP lines; a text device has no dark or laser co
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -142,10 +143,7 @@ class Spectrometer:
             except DeviceError:
                 if not self._line:  # the codec may have discovered a text device meanwhile
                     raise
-        if self._line:
-            info = self._line_info()
-        else:
-            info = self._request_info()
+        info = self._line_info() if self._line else self._request_info()
         self.info = info
         self._last_seq = None
         self._laser_on = False
@@ -248,16 +246,12 @@ class Spectrometer:
                     # Silent device (stalled, or rebooted without us noticing): kick it.
                     self.stats.timeouts += 1
                     last_frame = time.monotonic()
-                    try:
+                    with contextlib.suppress(DeviceError):
                         self._start_stream(period_ms)
-                    except DeviceError:
-                        pass
         finally:
             if not self._line and not self._down:
-                try:
+                with contextlib.suppress(DeviceError):
                     self._command(m.StreamStop(), discard=True)
-                except DeviceError:
-                    pass
 
     # -- internals -----------------------------------------------------------------------
 
@@ -302,10 +296,8 @@ class Spectrometer:
         return seq
 
     def _send_quiet(self, msg: m.Message) -> None:
-        try:
+        with contextlib.suppress(DeviceError):
             self._send(msg)
-        except DeviceError:
-            pass
 
     def _next(self, timeout_s: float) -> TransportEvent | None:
         """Next event with bookkeeping; FrameErrors are counted and skipped."""

@@ -107,6 +107,7 @@ def _parse_info(rest: str) -> DeviceInfo:
         laser_nm = float(fields["laser_nm"])
         int_min = int(fields.get("int_min_ms", LINE_INTEGRATION_MIN_MS))
         int_max = int(fields.get("int_max_ms", LINE_INTEGRATION_MAX_MS))
+        avg_max = int(fields.get("avg_max", 1000))
     except ValueError as err:
         raise LineError(f"#INFO has a bad number: {err}") from None
     if not 0 < pixels <= 4096:
@@ -120,6 +121,7 @@ def _parse_info(rest: str) -> DeviceInfo:
         laser_nm=laser_nm,
         integration_min_ms=int_min,
         integration_max_ms=int_max,
+        averages_max=avg_max,
     )
 
 
@@ -156,6 +158,7 @@ def format_line(msg: Message) -> bytes:
             f"cal={cal}",
             f"int_min_ms={msg.integration_min_ms}",
             f"int_max_ms={msg.integration_max_ms}",
+            f"avg_max={msg.averages_max}",
         ]
         for key, value in (
             ("serial", msg.serial_number),

@@ -14,6 +14,7 @@ errors never escape from the thread; they become events.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -119,10 +120,8 @@ class Transport:
         """Drop bytes the OS and the codec hold, and queued events (stale data)."""
         with self._lock:
             if self._serial is not None:
-                try:
+                with contextlib.suppress(serial.SerialException, OSError):
                     self._serial.reset_input_buffer()
-                except (serial.SerialException, OSError):
-                    pass
             self.codec.reset()
         while True:
             try:
@@ -150,10 +149,8 @@ class Transport:
 
     def _close_serial(self) -> None:
         if self._serial is not None:
-            try:
+            with contextlib.suppress(serial.SerialException, OSError):
                 self._serial.close()
-            except (serial.SerialException, OSError):
-                pass
             self._serial = None
 
     def _run(self) -> None:

@@ -1,11 +1,12 @@
 """Byte-level building blocks of the binary protocol (docs/protocol.md is the spec).
 
-A frame on the wire is ``COBS(header + payload + crc) + b"\\x00"``:
+A frame on the wire is ``b"\\x00" + COBS(header + payload + crc) + b"\\x00"``:
 
 - COBS (Consistent Overhead Byte Stuffing) removes every 0x00 from the frame body, so 0x00
   can only be the delimiter. A receiver that joins mid-stream, or sees corrupt bytes, just
   drops everything up to the next 0x00 and is back in sync: no length field has to be trusted
-  to find the next frame.
+  to find the next frame. The leading 0x00 ends any garbage the receiver holds, so noise on
+  the line before a frame cannot spoil that frame; empty frames are ignored.
 - The header is fixed size, little-endian (``HEADER``), described field by field below.
 - The CRC is CRC-16/CCITT-FALSE over header + payload, appended little-endian.
 
@@ -117,7 +118,7 @@ def cobs_decode(data: bytes) -> bytes | None:
 
 
 def pack_frame(msg_type: int, seq: int, payload: bytes, version: int = PROTOCOL_VERSION) -> bytes:
-    """Header + payload + CRC, COBS-encoded, delimited: ready for the wire."""
+    """Header + payload + CRC, COBS-encoded, delimited on both sides: ready for the wire."""
     body = HEADER.pack(version, msg_type, seq & 0xFFFF, len(payload)) + payload
     body += CRC.pack(crc16_ccitt_false(body))
-    return cobs_encode(body) + DELIMITER
+    return DELIMITER + cobs_encode(body) + DELIMITER

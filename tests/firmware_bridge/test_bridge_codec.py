@@ -1,0 +1,191 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from firmware_bridge import messages as m
+from firmware_bridge import wire
+from firmware_bridge.codec import Codec, FrameError
+from firmware_bridge.errors import UsageError
+
+INFO = m.DeviceInfo(
+    model="RamanEdge-Emulator",
+    serial_number="SN-42",
+    firmware_version="1.2.3",
+    pixel_count=1024,
+    calibration_nm=(791.2, 0.1329, -3.1e-06, -1.2e-09),
+    laser_nm=785.0,
+    integration_min_ms=1,
+    integration_max_ms=60_000,
+    averages_max=500,
+)
+
+ALL_MESSAGES: list[m.Message] = [
+    m.Ping(),
+    m.GetInfo(),
+    m.SetIntegration(250),
+    m.SetAverages(16),
+    m.Acquire(3),
+    m.StreamStart(500),
+    m.StreamStop(),
+    m.Dark(),
+    m.Laser(True, 80, 10),
+    m.Abort(),
+    m.Flush(),
+    m.Ack(m.Op.FLUSH, 65535),
+    m.Nack(m.Op.ACQUIRE, 7, m.NackCode.BUSY),
+    INFO,
+    m.SpectrumFrame(
+        seq=2**32 - 1,
+        timestamp_ms=123456,
+        integration_ms=100,
+        averages=4,
+        flags=int(m.SpectrumFlag.SATURATED | m.SpectrumFlag.LASER_ON),
+        counts=np.arange(4096, dtype=np.uint16) * 16,
+    ),
+]
+
+
+def drain(codec: Codec) -> list[m.Message | FrameError]:
+    out = []
+    while (event := codec.next_event()) is not None:
+        out.append(event)
+    return out
+
+
+def test_crc_test_vector() -> None:
+    assert wire.crc16_ccitt_false(b"123456789") == 0x29B1
+
+
+@pytest.mark.parametrize("data", [b"", b"\x00", b"\x00\x00", b"a" * 254, b"a" * 255, b"a\x00b" * 300])
+def test_cobs_round_trip(data: bytes) -> None:
+    encoded = wire.cobs_encode(data)
+    assert b"\x00" not in encoded
+    assert wire.cobs_decode(encoded) == data
+
+
+@pytest.mark.parametrize("msg", ALL_MESSAGES, ids=lambda msg: type(msg).__name__)
+def test_round_trip_every_message(msg: m.Message) -> None:
+    data = Codec().encode(msg)
+    rx = Codec()
+    rx.feed(data)
+    assert drain(rx) == [msg]
+
+
+def test_max_spectrum_fits_in_a_frame() -> None:
+    frame = Codec().encode(ALL_MESSAGES[-1])
+    assert len(frame) - 2 <= wire.MAX_ENCODED_FRAME
+
+
+def test_byte_by_byte_with_garbage_around() -> None:
+    tx = Codec()
+    stream = b"garbage\xff\x01" + b"".join(tx.encode(x) for x in ALL_MESSAGES[:7])
+    stream += b"\x05\x00noise\n\x17" + b"".join(tx.encode(x) for x in ALL_MESSAGES[7:]) + b"\xaa\xbb"
+    rx = Codec("binary")
+    events: list[m.Message | FrameError] = []
+    for b in stream:
+        rx.feed(bytes([b]))
+        events += drain(rx)
+    assert [e for e in events if not isinstance(e, FrameError)] == ALL_MESSAGES
+    assert rx.stats.error_count >= 2  # the two garbage bursts, counted, not raised
+    assert rx.buffered == 2  # trailing bytes wait for a delimiter
+
+
+def test_auto_mode_locks_on_binary_despite_newlines() -> None:
+    tx = Codec()
+    rx = Codec("auto")
+    rx.feed(b"\n\n" + tx.encode(ALL_MESSAGES[-1]) + tx.encode(INFO))
+    assert drain(rx)[-2:] == [ALL_MESSAGES[-1], INFO]
+    assert rx.mode == "binary"
+
+
+def test_corrupted_crc_is_rejected_and_next_frame_survives() -> None:
+    tx = Codec()
+    good = tx.encode(m.Abort())
+    bad = bytearray(tx.encode(m.SetIntegration(100)))
+    bad[5] ^= 0x40
+    rx = Codec()
+    rx.feed(good + bytes(bad) + tx.encode(m.Ping()))
+    events = drain(rx)
+    assert events[0] == m.Abort()
+    assert isinstance(events[1], FrameError) and events[1].reason in ("crc", "cobs", "length")
+    assert events[2] == m.Ping()
+    assert rx.stats.lost_frames == 1  # header seq 1 lost between 0 and 2
+
+
+def test_version_mismatch_is_an_error_event() -> None:
+    rx = Codec()
+    rx.feed(wire.pack_frame(m.Op.PING, 0, b"", version=9))
+    (event,) = drain(rx)
+    assert isinstance(event, FrameError) and event.reason == "version"
+
+
+def test_oversize_frame_is_rejected_and_memory_bounded() -> None:
+    rx = Codec("binary")
+    rx.feed(b"\x01" * (wire.MAX_ENCODED_FRAME + 10))
+    assert rx.buffered == 0
+    rx.feed(b"\x01" * 100 + b"\x00" + Codec().encode(m.Ping()))
+    events = drain(rx)
+    assert isinstance(events[0], FrameError) and events[0].reason == "oversize"
+    assert events[-1] == m.Ping()
+    # A well-formed frame whose header declares a payload above the limit is refused too.
+    rx.feed(wire.pack_frame(m.Op.SPECTRUM, 0, b"\x00" * (wire.MAX_PAYLOAD + 2)))
+    (event,) = drain(rx)
+    assert isinstance(event, FrameError)
+
+
+def test_bad_payload_length_is_an_error_event() -> None:
+    rx = Codec()
+    rx.feed(wire.pack_frame(m.Op.SET_INTEGRATION, 0, b"\x01\x02"))
+    rx.feed(wire.pack_frame(0x7E, 1, b""))
+    reasons = [e.reason for e in drain(rx) if isinstance(e, FrameError)]
+    assert reasons == ["payload", "payload"]
+
+
+def test_line_mode_info_and_spectra() -> None:
+    rx = Codec("auto")
+    rx.feed(b"# booting\r\n#INFO laser_nm=785 pixels=4 cal=800,0.1,0,0 serial=ABC\r\n")
+    rx.feed(b"10,20,30,65535\n1,2,3\n5,6,7,8\n")
+    events = drain(rx)
+    info, spec1, err, spec2 = events
+    assert isinstance(info, m.DeviceInfo) and info.serial_number == "ABC" and info.pixel_count == 4
+    assert info.calibration_nm == (800.0, 0.1, 0.0, 0.0)
+    assert isinstance(spec1, m.SpectrumFrame) and spec1.saturated
+    assert spec1.counts.tolist() == [10, 20, 30, 65535]
+    assert isinstance(err, FrameError) and err.reason == "bad_line"  # 3 counts, not 4
+    assert isinstance(spec2, m.SpectrumFrame) and spec2.seq == 1
+    assert rx.mode == "line"
+
+
+def test_line_mode_commands_round_trip() -> None:
+    tx, rx = Codec("line"), Codec("line")
+    cmds = [m.GetInfo(), m.SetIntegration(50), m.SetAverages(2), m.StreamStart(100), m.StreamStop()]
+    rx.feed(b"".join(tx.encode(c) for c in cmds) + tx.encode(INFO))
+    assert drain(rx) == [*cmds, INFO]
+    with pytest.raises(UsageError):
+        tx.encode(m.Acquire(1))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=3000), max_size=12), st.sampled_from(["auto", "binary", "line"]))
+def test_random_bytes_only_produce_events(chunks: list[bytes], mode: str) -> None:
+    rx = Codec(mode)  # type: ignore[arg-type]
+    for chunk in chunks:
+        rx.feed(chunk)
+        assert rx.buffered <= max(wire.MAX_ENCODED_FRAME, 32768)
+        for event in drain(rx):
+            assert isinstance(event, FrameError | m.Ping | m.GetInfo | m.StreamStop | m.Ack
+                              | m.Nack | m.SpectrumFrame | m.DeviceInfo | m.SetIntegration
+                              | m.SetAverages | m.StreamStart | m.Acquire | m.Dark | m.Laser
+                              | m.Abort | m.Flush)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=500), st.binary(max_size=500), st.integers(0, 2**16 - 1))
+def test_frames_survive_surrounding_garbage(before: bytes, after: bytes, value: int) -> None:
+    msg = m.SetAverages(value)
+    rx = Codec("binary")
+    rx.feed(before + b"\x00" + Codec().encode(msg) + after)
+    assert msg in drain(rx)
