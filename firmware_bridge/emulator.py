@@ -374,7 +374,9 @@ class Emulator:
         op, _ = m.encode_payload(event)
         nack = self._apply(event)
         if self.config.line_mode:
-            if isinstance(event, m.Ping):
+            if isinstance(event, m.GetInfo):
+                self._send(self.info())
+            elif isinstance(event, m.Ping):
                 self._send(m.Ack(op, seq))
             elif nack is not None:
                 self._send(m.Nack(op, seq, nack))
