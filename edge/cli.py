@@ -90,9 +90,7 @@ def run(
     drain_timeout: float | None = typer.Option(
         None, "--drain-timeout", help="Seconds to wait for the outbox to drain on exit."
     ),
-    simulate: bool | None = typer.Option(
-        None, "--simulate/--no-simulate", help="Use the spectrometer emulator."
-    ),
+    simulate: bool | None = typer.Option(None, "--simulate/--no-simulate", help="Use the spectrometer emulator."),
     rate: float | None = typer.Option(None, "--rate", help="Spectra/s in simulate mode."),
     prefix: str | None = PrefixOpt,
     outbox: Path | None = typer.Option(None, "--outbox", help="Outbox SQLite file."),

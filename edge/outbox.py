@@ -107,9 +107,7 @@ class Outbox:
         self._commit_ms: dict[int, float] = {}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=5.0
-            )
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=5.0)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
@@ -126,16 +124,12 @@ class Outbox:
                     path=str(self.path),
                 )
             self._store_id = self._meta("store_id")
-            rows, nbytes = self._db.execute(
-                "SELECT COUNT(*), COALESCE(SUM(nbytes), 0) FROM outbox"
-            ).fetchone()
+            rows, nbytes = self._db.execute("SELECT COUNT(*), COALESCE(SUM(nbytes), 0) FROM outbox").fetchone()
             self._rows, self._bytes = int(rows), int(nbytes)
             if max_db_pages is not None:
                 self._db.execute(f"PRAGMA max_page_count={int(max_db_pages)}")
         except sqlite3.Error as err:
-            raise OutboxError(
-                f"cannot open outbox {self.path}: {err}", path=str(self.path)
-            ) from None
+            raise OutboxError(f"cannot open outbox {self.path}: {err}", path=str(self.path)) from None
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -154,8 +148,7 @@ class Outbox:
                 payload = stamped.to_json()
                 nbytes = len(payload.encode())
                 self._db.execute(
-                    "INSERT INTO outbox (seq, id, payload, nbytes, committed_at)"
-                    " VALUES (?, ?, ?, ?, ?)",
+                    "INSERT INTO outbox (seq, id, payload, nbytes, committed_at) VALUES (?, ?, ?, ?, ?)",
                     (seq, stamped.id, payload, nbytes, now),
                 )
                 self._db.execute("UPDATE meta SET value=? WHERE key='next_seq'", (str(seq + 1),))
@@ -165,13 +158,10 @@ class Outbox:
                 self._rollback()
                 if _is_full(err):
                     raise OutboxFullError(
-                        f"outbox {self.path} is full ({err}); result not stored, "
-                        "it will not be published",
+                        f"outbox {self.path} is full ({err}); result not stored, it will not be published",
                         path=str(self.path),
                     ) from None
-                raise OutboxError(
-                    f"outbox {self.path} write failed: {err}", path=str(self.path)
-                ) from None
+                raise OutboxError(f"outbox {self.path} write failed: {err}", path=str(self.path)) from None
             commit_ms = (time.perf_counter() - t0) * 1000.0
             self._rows += 1 - dropped
             self._bytes += nbytes - dropped_bytes
@@ -217,9 +207,7 @@ class Outbox:
                 self._db.execute("COMMIT")
             except sqlite3.OperationalError as err:
                 self._rollback()
-                raise OutboxError(
-                    f"outbox {self.path}: prune failed: {err}", path=str(self.path)
-                ) from None
+                raise OutboxError(f"outbox {self.path}: prune failed: {err}", path=str(self.path)) from None
             self._rows -= dropped
             self._bytes -= dropped_bytes
             return dropped
@@ -230,13 +218,11 @@ class Outbox:
         """The oldest unacknowledged rows with seq > after_seq, in seq order."""
         with self._lock:
             cur = self._db.execute(
-                "SELECT seq, id, payload, committed_at FROM outbox"
-                " WHERE seq > ? ORDER BY seq LIMIT ?",
+                "SELECT seq, id, payload, committed_at FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
                 (after_seq, limit),
             )
             return [
-                OutboxRow(seq, id_, payload, at, self._commit_ms.get(seq))
-                for seq, id_, payload, at in cur.fetchall()
+                OutboxRow(seq, id_, payload, at, self._commit_ms.get(seq)) for seq, id_, payload, at in cur.fetchall()
             ]
 
     def pending(self) -> int:
@@ -271,17 +257,11 @@ class Outbox:
         dropped = dropped_bytes = 0
         cutoff = now - self.limits.max_age_s
         while rows > 0:
-            oldest = self._db.execute(
-                "SELECT seq, nbytes, committed_at FROM outbox ORDER BY seq LIMIT 1"
-            ).fetchone()
+            oldest = self._db.execute("SELECT seq, nbytes, committed_at FROM outbox ORDER BY seq LIMIT 1").fetchone()
             if oldest is None:
                 break
             seq, size, committed_at = oldest
-            if (
-                rows <= self.limits.max_rows
-                and nbytes <= self.limits.max_bytes
-                and (committed_at >= cutoff)
-            ):
+            if rows <= self.limits.max_rows and nbytes <= self.limits.max_bytes and (committed_at >= cutoff):
                 break
             self._db.execute("DELETE FROM outbox WHERE seq=?", (seq,))
             self._commit_ms.pop(seq, None)

@@ -116,9 +116,7 @@ def read_password(settings: MqttSettings) -> str | None:
         try:
             return settings.password_file.read_text().rstrip("\r\n")
         except OSError as err:
-            raise ConfigError(
-                f"cannot read password_file {settings.password_file}: {err.strerror}"
-            ) from None
+            raise ConfigError(f"cannot read password_file {settings.password_file}: {err.strerror}") from None
     if settings.password_env is not None:
         value = os.environ.get(settings.password_env)
         if value is None:
@@ -127,9 +125,7 @@ def read_password(settings: MqttSettings) -> str | None:
     return None
 
 
-def make_client(
-    settings: MqttSettings, *, client_id: str, clean_session: bool = True
-) -> mqtt.Client:
+def make_client(settings: MqttSettings, *, client_id: str, clean_session: bool = True) -> mqtt.Client:
     """A paho 2.x client with the TLS, auth and backoff of `settings` (not connected)."""
     client = mqtt.Client(
         callback_api_version=CallbackAPIVersion.VERSION2,
@@ -205,9 +201,7 @@ class Publisher:
         self._outbox = outbox
         self._owns_outbox = owns_outbox
         self._clock = clock
-        self._client = make_client(
-            settings, client_id=settings.client_id or f"raman-edge-{settings.device_id}"
-        )
+        self._client = make_client(settings, client_id=settings.client_id or f"raman-edge-{settings.device_id}")
         self._client.will_set(self.topics.status, OFFLINE, qos=1, retain=True)
         # Our window bounds what we hand to paho; the +4 leaves room for status messages.
         self._client.max_inflight_messages_set(settings.inflight_window + 4)
@@ -387,9 +381,7 @@ class Publisher:
 
     # -- paho callbacks (network thread) -----------------------------------------------------
 
-    def _on_connect(
-        self, client: mqtt.Client, _u: Any, _flags: Any, reason: Any, _props: Any
-    ) -> None:
+    def _on_connect(self, client: mqtt.Client, _u: Any, _flags: Any, reason: Any, _props: Any) -> None:
         if reason.is_failure:
             # Refused (bad credentials, not authorised...): paho retries with backoff.
             with self._stats_lock:
@@ -403,18 +395,14 @@ class Publisher:
             self._dirty = True
             pending = self._pending
             self._cond.notify_all()
-        log.info(
-            "broker connected", extra={"broker": str(self.settings.broker), "pending": pending}
-        )
+        log.info("broker connected", extra={"broker": str(self.settings.broker), "pending": pending})
 
     def _on_connect_fail(self, _client: mqtt.Client, _u: Any) -> None:
         with self._stats_lock:
             self._connect_failures += 1
         self._log_offline_once("broker unreachable")
 
-    def _on_disconnect(
-        self, _client: mqtt.Client, _u: Any, _flags: Any, reason: Any, _props: Any
-    ) -> None:
+    def _on_disconnect(self, _client: mqtt.Client, _u: Any, _flags: Any, reason: Any, _props: Any) -> None:
         with self._cond:
             was_connected = self._connected
             self._connected = False
@@ -450,11 +438,7 @@ class Publisher:
                     lambda: (
                         self._closing
                         or bool(self._acked_mids)
-                        or (
-                            self._connected
-                            and self._dirty
-                            and len(self._inflight) < self.settings.inflight_window
-                        )
+                        or (self._connected and self._dirty and len(self._inflight) < self.settings.inflight_window)
                     ),
                     timeout=max(0.0, min(next_stats, next_prune) - self._clock()),
                 )

@@ -16,9 +16,7 @@ from edge.outbox import Outbox, OutboxLimits
 from edge.result import Result
 
 
-def test_commit_stamps_increasing_seq_and_stable_id(
-    tmp_path: Path, make_result: Callable[..., Result]
-) -> None:
+def test_commit_stamps_increasing_seq_and_stable_id(tmp_path: Path, make_result: Callable[..., Result]) -> None:
     with Outbox(tmp_path / "o.sqlite", device_id="dev1") as ob:
         stamped = [ob.commit(make_result(i)).result for i in range(3)]
         rows = ob.peek(limit=10)
@@ -71,9 +69,7 @@ def test_second_connection_sees_committed_row_and_other_process_resumes_seq(
         assert ob.commit(make_result()).result.seq == 4
 
 
-def test_ack_deletes_only_acknowledged_and_seq_never_reused(
-    tmp_path: Path, make_result: Callable[..., Result]
-) -> None:
+def test_ack_deletes_only_acknowledged_and_seq_never_reused(tmp_path: Path, make_result: Callable[..., Result]) -> None:
     path = tmp_path / "o.sqlite"
     with Outbox(path, device_id="dev1") as ob:
         for i in range(5):
@@ -84,9 +80,7 @@ def test_ack_deletes_only_acknowledged_and_seq_never_reused(
         assert ob.commit(make_result()).result.seq == 6
 
 
-def test_drop_oldest_by_rows_is_counted_and_persisted(
-    tmp_path: Path, make_result: Callable[..., Result]
-) -> None:
+def test_drop_oldest_by_rows_is_counted_and_persisted(tmp_path: Path, make_result: Callable[..., Result]) -> None:
     path = tmp_path / "o.sqlite"
     limits = OutboxLimits(max_rows=5)
     with Outbox(path, device_id="dev1", limits=limits) as ob:
@@ -121,9 +115,7 @@ def test_drop_by_age(tmp_path: Path, make_result: Callable[..., Result]) -> None
         assert ob.stats().dropped_total == 2
 
 
-def test_full_disk_raises_precisely_and_stores_nothing(
-    tmp_path: Path, make_result: Callable[..., Result]
-) -> None:
+def test_full_disk_raises_precisely_and_stores_nothing(tmp_path: Path, make_result: Callable[..., Result]) -> None:
     path = tmp_path / "o.sqlite"
     with Outbox(path, device_id="dev1", max_db_pages=12) as ob:
         committed = 0
