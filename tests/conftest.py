@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import shutil
 import socket
 import subprocess
@@ -39,6 +40,9 @@ class Broker:
         self.conf = workdir / "mosquitto.conf"
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
+            # Started as root, mosquitto would switch to user "mosquitto" and could not read
+            # or write our 0700 tmp dirs (persistence, TLS keys); as non-root this is ignored.
+            f"user {getpass.getuser()}\n"
             "allow_anonymous true\n"
             f"persistence {'true' if persistence else 'false'}\n"
             f"persistence_location {workdir}/\n"
@@ -72,7 +76,8 @@ class Broker:
 
     def _accepts(self) -> bool:
         if self._proc is not None and self._proc.poll() is not None:
-            log = (self.dir / "mosquitto.log").read_text(errors="replace")[-500:]
+            logfile = self.dir / "mosquitto.log"
+            log = logfile.read_text(errors="replace")[-500:] if logfile.exists() else "(no log)"
             raise RuntimeError(f"mosquitto exited with {self._proc.returncode}: {log}")
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):

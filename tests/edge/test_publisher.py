@@ -90,6 +90,8 @@ def test_broker_stopped_mid_stream_loses_nothing(
     try:
         assert sub.wait_for(lambda msgs: len(msgs) >= 20, 10), "stream did not start"
         mosquitto.stop()
+        # The subscriber's persistent session (and what is queued for it) survives the restart.
+        assert (mosquitto.dir / "mosquitto.db").exists()
         wait_until(lambda: not pub.connected, 10, "publisher to notice the outage")
         wait_until(lambda: pub.pending() >= 40, 10, "results to queue while the broker is down")
         # Stay down across at least one failed reconnect attempt (~1 s with the backoff).
