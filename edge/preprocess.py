@@ -102,9 +102,7 @@ def _check_finite(name: str, arr: FloatArray) -> None:
     bad = ~np.isfinite(arr)
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
-        raise SpectrumError(
-            f"{name} has {int(bad.sum())} non-finite values (NaN/inf), first at index {first}"
-        )
+        raise SpectrumError(f"{name} has {int(bad.sum())} non-finite values (NaN/inf), first at index {first}")
 
 
 def pixel_to_wavelength(pixels: ArrayLike, coeffs_nm: ArrayLike) -> FloatArray:
@@ -141,9 +139,7 @@ def sort_unique(x: ArrayLike, y: ArrayLike) -> tuple[FloatArray, FloatArray]:
     xa = _as_1d("shift_cm1", x)
     ya = _as_1d("intensity", y)
     if xa.shape != ya.shape:
-        raise SpectrumError(
-            f"shift and intensity lengths differ ({xa.size} vs {ya.size})"
-        )
+        raise SpectrumError(f"shift and intensity lengths differ ({xa.size} vs {ya.size})")
     _check_finite("intensity", ya)
     _check_finite("shift_cm1", xa)
     order = np.argsort(xa, kind="stable")

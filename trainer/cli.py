@@ -18,7 +18,11 @@ import typer
 
 from edge.errors import EdgeError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Train, evaluate and export FMCNN mineral classifiers from RRUFF data.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Train, evaluate and export FMCNN mineral classifiers from RRUFF data.",
+)
 
 T = TypeVar("T")
 
@@ -102,7 +106,9 @@ def cv(
         ds = _load(data, selection, minerals)
         if group_by == "specimen":
             ds = restrict_for_grouping(ds)
-            typer.echo(f"grouped by specimen: {len(ds.y)} spectra in {len(set(ds.y.tolist()))} classes with >= 2 specimens")
+            typer.echo(
+                f"grouped by specimen: {len(ds.y)} spectra in {len(set(ds.y.tolist()))} classes with >= 2 specimens"
+            )
         cfg = CVConfig(tuple(m.strip() for m in models.split(",") if m.strip()), folds, repeats, seed, group_by)
         t0 = time.perf_counter()
         total = folds * repeats * len(cfg.models)
@@ -117,10 +123,20 @@ def cv(
         protocol = "grouped by specimen" if group_by else "stratified"
         title = f"{selection} selection, {repeats}x{folds}-fold, {protocol}: {len(ds.y)} spectra, {ds.n_classes if not group_by else len(set(ds.y.tolist()))} classes"
         payload = {
-            "config": {"selection": selection, "models": list(cfg.models), "folds": folds, "repeats": repeats,
-                       "seed": seed, "group_by": group_by, "data": str(data or _default_data())},
-            "dataset": {"n_spectra": int(len(ds.y)), "n_classes": int(len(set(ds.y.tolist()))),
-                        "n_specimens": int(len(set(ds.groups.tolist())))},
+            "config": {
+                "selection": selection,
+                "models": list(cfg.models),
+                "folds": folds,
+                "repeats": repeats,
+                "seed": seed,
+                "group_by": group_by,
+                "data": str(data or _default_data()),
+            },
+            "dataset": {
+                "n_spectra": int(len(ds.y)),
+                "n_classes": int(len(set(ds.y.tolist()))),
+                "n_specimens": int(len(set(ds.groups.tolist()))),
+            },
             "summary": summary,
             "folds": [r.__dict__ for r in results],
             "wall_s": time.perf_counter() - t0,
@@ -135,7 +151,9 @@ def cv(
     _guard(run)
 
 
-def _train(data: Path | None, selection: str, minerals: str | None, epochs: int, seed: int, augment: bool) -> tuple[Any, Any, dict[str, Any], Any]:
+def _train(
+    data: Path | None, selection: str, minerals: str | None, epochs: int, seed: int, augment: bool
+) -> tuple[Any, Any, dict[str, Any], Any]:
     import numpy as np
     from rich.progress import Progress
 
@@ -149,14 +167,25 @@ def _train(data: Path | None, selection: str, minerals: str | None, epochs: int,
         task = progress.add_task("training FMCNN", total=epochs)
 
         def on_epoch(e: int, logs: dict[str, float]) -> None:
-            progress.update(task, completed=e + 1, description=f"epoch {e + 1} loss {logs['loss']:.3f} val_acc {logs.get('val_accuracy', float('nan')):.3f}")
+            progress.update(
+                task,
+                completed=e + 1,
+                description=f"epoch {e + 1} loss {logs['loss']:.3f} val_acc {logs.get('val_accuracy', float('nan')):.3f}",
+            )
 
         model, history = train_fmcnn(ds.X, ds.y, ds.n_classes, cfg, on_epoch=on_epoch)
     info = {
-        "selection": selection, "data": str(data or _default_data()), "minerals": minerals,
-        "n_spectra": int(len(ds.y)), "n_classes": ds.n_classes, "n_specimens": int(len(set(ds.groups.tolist()))),
-        "n_train": history["n_train"], "n_heldout": history["n_val"], "config": cfg.to_dict(),
-        "best_epoch": history["best_epoch"], "train_s": round(history["train_s"], 1),
+        "selection": selection,
+        "data": str(data or _default_data()),
+        "minerals": minerals,
+        "n_spectra": int(len(ds.y)),
+        "n_classes": ds.n_classes,
+        "n_specimens": int(len(set(ds.groups.tolist()))),
+        "n_train": history["n_train"],
+        "n_heldout": history["n_val"],
+        "config": cfg.to_dict(),
+        "best_epoch": history["best_epoch"],
+        "train_s": round(history["train_s"], 1),
         "params": int(model.count_params()),
         "selection_counts": ds.counts.__dict__ if ds.counts else None,
     }
@@ -220,7 +249,9 @@ def export(
             z = np.load(from_dir / "data.npz")
             labels = tuple(json.loads((from_dir / "labels.json").read_text()))
             n = len(z["y"])
-            ds = Dataset(z["X"], z["y"], labels, z["groups"], ("",) * n, np.zeros(n, np.int64), np.ones(n), PreprocessSpec())
+            ds = Dataset(
+                z["X"], z["y"], labels, z["groups"], ("",) * n, np.zeros(n, np.int64), np.ones(n), PreprocessSpec()
+            )
             is_val = z["is_val"]
         else:
             model, ds, info, is_val = _train(data, selection, minerals, epochs, seed, augment)
@@ -228,7 +259,9 @@ def export(
         m = json.loads(metrics.read_text()) if metrics else {}
         card = model_card.read_text() if model_card else None
         with _status("converting to int8 and checking parity"):
-            manifest = export_bundle(model, ds, held, out, name=name or out.name, training_info=info, metrics=m, model_card=card)
+            manifest = export_bundle(
+                model, ds, held, out, name=name or out.name, training_info=info, metrics=m, model_card=card
+            )
         p = manifest["parity"]
         typer.echo(
             f"wrote {out}: model.tflite {manifest['size_bytes']['model.tflite'] / 1024:.0f} KB, "

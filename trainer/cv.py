@@ -73,9 +73,7 @@ def macro_f1(y_true: NDArray[np.int64], y_pred: NDArray[np.int64]) -> float:
 
 def restrict_for_grouping(ds: Dataset) -> Dataset:
     """Keep classes with >= 2 specimens: a class with one specimen can't be both train and test."""
-    keep_classes = {
-        c for c in np.unique(ds.y) if np.unique(ds.groups[ds.y == c]).size >= 2
-    }
+    keep_classes = {c for c in np.unique(ds.y) if np.unique(ds.groups[ds.y == c]).size >= 2}
     idx = np.flatnonzero(np.isin(ds.y, list(keep_classes)))
     return ds.subset(idx)
 
@@ -135,7 +133,10 @@ def run_cv(
                 elapsed = time.perf_counter() - t0
                 pred = np.argmax(scores, axis=1)
                 res = FoldResult(
-                    model=name, repeat=repeat, fold=fold, n_test=int(te.size),
+                    model=name,
+                    repeat=repeat,
+                    fold=fold,
+                    n_test=int(te.size),
                     accuracy=float((pred == ds.y[te]).mean()),
                     top3=topk_accuracy(scores, ds.y[te], 3),
                     macro_f1=macro_f1(ds.y[te], pred),

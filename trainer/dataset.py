@@ -31,9 +31,15 @@ class Dataset:
 
     def subset(self, idx: NDArray[np.int64]) -> Dataset:
         return Dataset(
-            self.X[idx], self.y[idx], self.labels, self.groups[idx],
-            tuple(self.files[i] for i in idx), self.laser_nm[idx], self.coverage[idx],
-            self.spec, self.counts,
+            self.X[idx],
+            self.y[idx],
+            self.labels,
+            self.groups[idx],
+            tuple(self.files[i] for i in idx),
+            self.laser_nm[idx],
+            self.coverage[idx],
+            self.spec,
+            self.counts,
         )
 
 

@@ -28,11 +28,23 @@ def extract_weights(model: Any) -> DeconvWeights:
     wb, _bb = g("bottleneck").get_weights()
     wl, _bl = g("logits").get_weights()
     return DeconvWeights(
-        conv0_kernel=k0, conv0_bias=b0, bn_gamma=gamma, bn_beta=beta, bn_mean=mean, bn_var=var,
-        bn_eps=float(g("bn0").epsilon), squeeze_kernel=ks, squeeze_bias=bs,
-        e1_kernel=k1, e1_bias=b1, e3_kernel=k3, e3_bias=b3,
-        pool=int(g("pool").pool_size[0]), alpha=float(g("lrelu0").negative_slope),
-        w_bottleneck=wb, w_logits=wl,
+        conv0_kernel=k0,
+        conv0_bias=b0,
+        bn_gamma=gamma,
+        bn_beta=beta,
+        bn_mean=mean,
+        bn_var=var,
+        bn_eps=float(g("bn0").epsilon),
+        squeeze_kernel=ks,
+        squeeze_bias=bs,
+        e1_kernel=k1,
+        e1_bias=b1,
+        e3_kernel=k3,
+        e3_bias=b3,
+        pool=int(g("pool").pool_size[0]),
+        alpha=float(g("lrelu0").negative_slope),
+        w_bottleneck=wb,
+        w_logits=wl,
     )
 
 

@@ -47,15 +47,22 @@ def evaluate_bundle(bundle_dir: str | Path, data: str | Path, out: Path | None =
         m = yt == c
         per_class[bundle.labels[c]] = {"n": int(m.sum()), "accuracy": float((yp[m] == c).mean())}
     report: dict[str, Any] = {
-        "bundle": str(bundle_dir), "model": {"name": bundle.name, "sha256": bundle.sha256},
-        "runtime": clf.runtime, "data": str(data),
-        "n": int(yt.size), "n_unknown_label": n_unknown_label, "n_unreadable": n_unreadable,
-        "n_files": load_report.n_files, "skipped_files": dict(load_report.skipped),
+        "bundle": str(bundle_dir),
+        "model": {"name": bundle.name, "sha256": bundle.sha256},
+        "runtime": clf.runtime,
+        "data": str(data),
+        "n": int(yt.size),
+        "n_unknown_label": n_unknown_label,
+        "n_unreadable": n_unreadable,
+        "n_files": load_report.n_files,
+        "skipped_files": dict(load_report.skipped),
         "accuracy": float((yt == yp).mean()) if yt.size else float("nan"),
         "top3": float(np.mean(top3_hit)) if top3_hit else float("nan"),
         "macro_f1": macro_f1(yt, yp) if yt.size else float("nan"),
         "flagged_unknown_fraction": float(np.mean(unknown_flags)) if unknown_flags else float("nan"),
-        "accuracy_when_not_flagged": float((yt == yp)[~np.array(unknown_flags)].mean()) if unknown_flags and not all(unknown_flags) else float("nan"),
+        "accuracy_when_not_flagged": float((yt == yp)[~np.array(unknown_flags)].mean())
+        if unknown_flags and not all(unknown_flags)
+        else float("nan"),
         "per_class": per_class,
     }
     if out is not None:

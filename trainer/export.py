@@ -59,8 +59,12 @@ def _versions() -> dict[str, str]:
     import edge
 
     return {
-        "raman_edge": edge.__version__, "tensorflow": tf.__version__, "keras": keras.__version__,
-        "numpy": np.__version__, "scikit_learn": sklearn.__version__, "python": platform.python_version(),
+        "raman_edge": edge.__version__,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "scikit_learn": sklearn.__version__,
+        "python": platform.python_version(),
     }
 
 
@@ -72,8 +76,10 @@ def parity_report(
     for c in np.unique(y):
         m = y == c
         per_class[labels[c]] = {
-            "n": int(m.sum()), "agreement": float((pf[m] == pq[m]).mean()),
-            "float_accuracy": float((pf[m] == c).mean()), "int8_accuracy": float((pq[m] == c).mean()),
+            "n": int(m.sum()),
+            "agreement": float((pf[m] == pq[m]).mean()),
+            "float_accuracy": float((pf[m] == c).mean()),
+            "int8_accuracy": float((pq[m] == c).mean()),
         }
     return {
         "n": int(y.size),
@@ -109,14 +115,19 @@ def export_bundle(
         extract_weights(model).save(tmp / "deconv.npz")
         # Provisional manifest so the edge loader can run the int8 model for parity.
         manifest: dict[str, Any] = {
-            "format": BUNDLE_FORMAT, "name": name,
+            "format": BUNDLE_FORMAT,
+            "name": name,
             "files": {f: sha256_file(tmp / f) for f in REQUIRED_FILES},
             "output": {"n_classes": len(labels)},
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest))
         clf = Classifier(load_bundle(tmp))
         Xh = heldout.X
-        float_p = np.asarray(model.predict(Xh[..., None], verbose=0, batch_size=256)) if len(Xh) else np.zeros((0, len(labels)))
+        float_p = (
+            np.asarray(model.predict(Xh[..., None], verbose=0, batch_size=256))
+            if len(Xh)
+            else np.zeros((0, len(labels)))
+        )
         int8_p = np.stack([clf.probabilities(x) for x in Xh]) if len(Xh) else np.zeros((0, len(labels)))
         parity = parity_report(float_p, int8_p, heldout.y, labels)
         if heldout.y.size and parity["top1_agreement"] < parity_min:
@@ -133,19 +144,25 @@ def export_bundle(
             {
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "input": {
-                    "name": "spectrum", "shape": [1, train.spec.grid_n, 1], "dtype": "int8",
+                    "name": "spectrum",
+                    "shape": [1, train.spec.grid_n, 1],
+                    "dtype": "int8",
                     "scale": float(interp_details[0]["quantization"][0]),
                     "zero_point": int(interp_details[0]["quantization"][1]),
                     "meaning": "preprocessed spectrum (edge.preprocess), quantised: q = round(x / scale) + zero_point",
                 },
                 "output": {
-                    "n_classes": len(labels), "shape": [1, len(labels)], "dtype": "int8",
+                    "n_classes": len(labels),
+                    "shape": [1, len(labels)],
+                    "dtype": "int8",
                     "scale": float(interp_details[1]["quantization"][0]),
                     "zero_point": int(interp_details[1]["quantization"][1]),
                     "meaning": "softmax probabilities, p = (q - zero_point) * scale (1/256 resolution)",
                 },
                 "unknown": {
-                    "method": "max_probability", "threshold": threshold, "keep_fraction": UNKNOWN_KEEP,
+                    "method": "max_probability",
+                    "threshold": threshold,
+                    "keep_fraction": UNKNOWN_KEEP,
                     "calibrated_on": f"{heldout.y.size} held-out known spectra (int8 model)",
                 },
                 "training": training_info,
@@ -158,9 +175,7 @@ def export_bundle(
         (tmp / "parity.json").write_text(json.dumps(parity, indent=1) + "\n")
         if model_card is not None:
             (tmp / "MODEL_CARD.md").write_text(model_card)
-        manifest["files"] = {
-            f.name: sha256_file(f) for f in sorted(tmp.iterdir()) if f.name != "manifest.json"
-        }
+        manifest["files"] = {f.name: sha256_file(f) for f in sorted(tmp.iterdir()) if f.name != "manifest.json"}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
         if out.exists():
             shutil.rmtree(out)

@@ -33,15 +33,22 @@ def cv_chart(cv_json: Path, out: Path) -> Path:
     names = sorted(summ, key=lambda m: -summ[m]["accuracy_mean"])
     fig, ax = plt.subplots(figsize=(7, 4))
     x = np.arange(len(names))
-    ax.bar(x - 0.2, [summ[m]["accuracy_mean"] for m in names], 0.4,
-           yerr=[summ[m]["accuracy_std"] for m in names], label="ours (this data)")
+    ax.bar(
+        x - 0.2,
+        [summ[m]["accuracy_mean"] for m in names],
+        0.4,
+        yerr=[summ[m]["accuracy_std"] for m in names],
+        label="ours (this data)",
+    )
     ax.bar(x + 0.2, [PAPER_FIGURES.get(m, np.nan) for m in names], 0.4, label="paper (oriented subset)")
     ax.set_xticks(x, names)
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy")
     cfg = data["config"]
-    ax.set_title(f"{cfg['selection']} selection, {cfg['repeats']}x{cfg['folds']}-fold"
-                 + (", grouped by specimen" if cfg.get("group_by") else ""))
+    ax.set_title(
+        f"{cfg['selection']} selection, {cfg['repeats']}x{cfg['folds']}-fold"
+        + (", grouped by specimen" if cfg.get("group_by") else "")
+    )
     ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(out, dpi=120)

@@ -1,0 +1,153 @@
+"""FMCNN: a tiny real model on real RRUFF spectra; deconvnet parity and peak science; export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+
+from edge.bundle import load_bundle  # noqa: E402
+from edge.classifier import Classifier  # noqa: E402
+from edge.deconv import DeconvWeights, attribution, top_peaks  # noqa: E402
+from trainer.deconv_ref import extract_weights, reference_attribution  # noqa: E402
+from trainer.fmcnn import ArchConfig, augment, make_fmcnn  # noqa: E402
+
+#: Quartz and calcite: the strongest band, which must be the top attribution peak.
+TOP_BAND = {"Quartz": 464.0, "Calcite": 1086.0}
+#: Other minerals: their well-known main bands (cm-1); one must be among the top-3 peaks.
+#: (Forsterite's 824/856 doublet and diopside's 667/1012 pair trade places with orientation.)
+MAIN_BANDS = {"Gypsum": (1008.0,), "Forsterite": (824.0, 856.0), "Diopside": (667.0, 1012.0)}
+
+
+def test_architecture_follows_the_paper_and_is_small() -> None:
+    model = make_fmcnn(1360, 1204)
+    names = [layer.name for layer in model.layers]
+    order = ["conv0", "lrelu0", "bn0", "fire_squeeze", "fire_e1", "fire_e3", "fire_concat", "pool", "flatten"]
+    assert [n for n in names if n in order] == order
+    assert model.get_layer("lrelu0").negative_slope == pytest.approx(0.2)
+    pool = model.get_layer("pool")
+    assert pool.pool_size == pool.strides  # non-overlapping
+    # int8 weights ~ 1 byte per parameter: well under 500 KB even with 1,204 classes
+    assert model.count_params() < 400_000
+
+
+def test_augment_keeps_shape_and_normalisation() -> None:
+    rng = np.random.default_rng(0)
+    X = np.abs(rng.normal(size=(16, 1360))).astype(np.float32)
+    X /= X.max(axis=1, keepdims=True)
+    A = augment(X, rng)
+    assert A.shape == X.shape and A.dtype == np.float32
+    np.testing.assert_allclose(A.max(axis=1), 1.0, rtol=1e-5)
+
+
+def test_tiny_model_learns(tiny_model: tuple[Any, Any]) -> None:
+    model, ds = tiny_model
+    pred = model.predict(ds.X[..., None], verbose=0).argmax(1)
+    assert (pred == ds.y).mean() > 0.9
+
+
+def test_numpy_deconv_matches_tensorflow_reference(tiny_model: tuple[Any, Any], tmp_path: Path) -> None:
+    model, ds = tiny_model
+    w = extract_weights(model)
+    w.save(tmp_path / "d.npz")
+    loaded = DeconvWeights.load(tmp_path / "d.npz")  # float16 dense weights, as shipped
+    rng = np.random.default_rng(1)
+    for i in rng.choice(len(ds.y), size=12, replace=False):
+        ref = reference_attribution(model, ds.X[i], int(ds.y[i]))
+        for weights in (w, loaded):
+            ours = attribution(ds.X[i], weights, int(ds.y[i]))
+            assert np.corrcoef(ours, ref)[0, 1] >= 0.999
+
+
+def _peaks_of(tiny_model: tuple[Any, Any], mineral: str) -> list[list[float]]:
+    model, ds = tiny_model
+    w = extract_weights(model)
+    grid = ds.spec.grid_cm1()
+    c = ds.labels.index(mineral)
+    return [
+        [p.shift_cm1 for p in top_peaks(attribution(ds.X[i], w, c), ds.X[i], grid, k=3)]
+        for i in np.flatnonzero(ds.y == c)
+    ]
+
+
+@pytest.mark.parametrize("mineral", sorted(TOP_BAND))
+def test_top_attribution_peak_is_the_strongest_band(tiny_model: tuple[Any, Any], mineral: str) -> None:
+    per_spectrum = _peaks_of(tiny_model, mineral)
+    hits = sum(abs(peaks[0] - TOP_BAND[mineral]) <= 10 for peaks in per_spectrum)
+    assert hits >= len(per_spectrum) - 1, f"{mineral}: {hits}/{len(per_spectrum)}: {per_spectrum}"
+
+
+@pytest.mark.parametrize("mineral", sorted(MAIN_BANDS))
+def test_a_main_band_is_among_the_top_peaks(tiny_model: tuple[Any, Any], mineral: str) -> None:
+    per_spectrum = _peaks_of(tiny_model, mineral)
+    hits = sum(any(abs(p - b) <= 10 for p in peaks for b in MAIN_BANDS[mineral]) for peaks in per_spectrum)
+    assert hits >= 0.9 * len(per_spectrum), f"{mineral}: {hits}/{len(per_spectrum)}: {per_spectrum}"
+
+
+def test_export_bundle_parity_and_edge_load(tiny_model: tuple[Any, Any], tmp_path: Path) -> None:
+    from trainer.export import export_bundle
+
+    model, ds = tiny_model
+    out = tmp_path / "bundle"
+    manifest = export_bundle(model, ds, ds, out, name="tiny", training_info={"n": len(ds.y)})
+    assert manifest["parity"]["top1_agreement"] >= 0.99
+    assert manifest["input"]["dtype"] == "int8" and manifest["output"]["dtype"] == "int8"
+    b = load_bundle(out)
+    assert b.labels == ds.labels and b.sha256 == manifest["files"]["model.tflite"]
+    clf = Classifier(b)
+    acc = np.mean([clf.classify(x).class_index == y for x, y in zip(ds.X, ds.y, strict=True)])
+    assert acc > 0.9
+    # unknown threshold keeps ~95 % of the known held-out spectra
+    kept = np.mean([not clf.classify(x).unknown for x in ds.X])
+    assert kept >= 0.9
+    assert (out / "model.tflite").stat().st_size < 500_000
+
+
+def test_export_refuses_when_parity_is_below_the_bar(tiny_model: tuple[Any, Any], tmp_path: Path) -> None:
+    from trainer.errors import ExportError
+    from trainer.export import export_bundle
+
+    model, ds = tiny_model
+    with pytest.raises(ExportError, match="agrees with the float model"):
+        export_bundle(model, ds, ds, tmp_path / "b", name="t", training_info={}, parity_min=1.01)
+    assert not (tmp_path / "b").exists()
+
+
+def test_evaluate_reports_what_the_edge_sees(tiny_model: tuple[Any, Any], tmp_path: Path, rruff_path: Path) -> None:
+    from trainer.evaluate import evaluate_bundle
+    from trainer.export import export_bundle
+
+    model, ds = tiny_model
+    export_bundle(model, ds, ds, tmp_path / "b", name="t", training_info={})
+    # a folder with two known minerals and one the bundle does not know
+    from trainer.rruff import iter_files, parse_filename
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    wanted = {"Quartz": 2, "Calcite": 2, "Hematite": 1}
+    for name, raw in iter_files(rruff_path):
+        info = parse_filename(name)
+        if info and wanted.get(info.mineral, 0) > 0 and info.data_type == "Processed":
+            wanted[info.mineral] -= 1
+            (folder / Path(name).name).write_bytes(raw)
+        if not any(wanted.values()):
+            break
+    report = evaluate_bundle(tmp_path / "b", folder, tmp_path / "eval.json")
+    saved = json.loads((tmp_path / "eval.json").read_text())
+    assert saved["n"] == 4 and saved["n_unknown_label"] == 1
+    for key in ("accuracy", "top3", "macro_f1", "per_class"):
+        assert key in saved
+    assert report["accuracy"] >= 0.75
+    assert (tmp_path / "eval.confusion.png").exists()
+
+
+def test_arch_config_is_recorded() -> None:
+    from trainer.fmcnn import TrainConfig
+
+    d = TrainConfig(arch=ArchConfig(bottleneck=32)).to_dict()
+    assert d["arch"]["bottleneck"] == 32 and d["seed"] == 0
