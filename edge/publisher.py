@@ -279,14 +279,17 @@ class Publisher:
     def enqueue(self, result: Result) -> Result:
         """Commit `result` to the outbox (fsync'd) and return it stamped with seq and id.
 
-        Raises OutboxFullError when the disk is full: the result is then NOT stored and the
-        caller must log/print it. Never blocks on the network.
+        Raises OutboxFullError when the disk is full: the result is then NOT stored; it has
+        been logged (level error, field `result`) and the caller decides whether to go on.
+        Never blocks on the network.
         """
         try:
             committed = self._outbox.commit(result)
-        except OutboxFullError:
+        except OutboxFullError as err:
             with self._stats_lock:
                 self._outbox_full_total += 1
+            # The result exists nowhere else: put it in the log so it is not lost silently.
+            log.error("result not stored, outbox full", extra={"error": str(err), "result": result.to_json()})
             raise
         with self._stats_lock:
             self._results_total += 1

@@ -87,7 +87,9 @@ def test_round_trip_property(
     assert Result.from_json(r.to_json()) == r
 
 
-def test_enqueue_on_full_disk_raises_and_is_counted(tmp_path: Path, make_result: Any, mqtt_settings: Any) -> None:
+def test_enqueue_on_full_disk_raises_logs_the_result_and_is_counted(
+    tmp_path: Path, make_result: Any, mqtt_settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     ob = Outbox(tmp_path / "o.sqlite", device_id="dev1", max_db_pages=12)
     # Not started: enqueue is purely local, so no broker is needed here.
     pub = Publisher(mqtt_settings("mqtt://127.0.0.1:1"), ob, owns_outbox=True)
@@ -95,6 +97,8 @@ def test_enqueue_on_full_disk_raises_and_is_counted(tmp_path: Path, make_result:
         for i in range(10_000):
             pub.enqueue(make_result(i))
     assert pub.stats().outbox_full_total == 1
+    logged = [r for r in caplog.records if r.getMessage() == "result not stored, outbox full"]
+    assert len(logged) == 1 and json.loads(logged[0].result)["device_id"] == "dev1"  # type: ignore[attr-defined]
     assert pub.stats().queue_depth == pub.pending() > 0
     pub.close()
 
