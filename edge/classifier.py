@@ -21,7 +21,7 @@ from edge.errors import BundleError, RuntimeNotFoundError, SpectrumError
 def load_interpreter_class(prefer: str | None = None) -> tuple[Any, str]:
     """Return (Interpreter class, runtime name). `prefer` forces one ("ai_edge_litert"/"tflite_runtime")."""
     order = ["ai_edge_litert", "tflite_runtime"]
-    forced = prefer or os.environ.get("RAMAN_EDGE_TFLITE_RUNTIME")
+    forced = prefer or os.environ.get("RAMAN_TFLITE_RUNTIME")
     if forced:
         order = [forced]
     errors = []
@@ -74,9 +74,7 @@ class Classifier:
                 f"preprocessing grid {expected}"
             )
         if int(out["shape"][-1]) != len(bundle.labels):
-            raise BundleError(
-                f"{bundle.model_path}: {out['shape'][-1]} outputs but {len(bundle.labels)} labels"
-            )
+            raise BundleError(f"{bundle.model_path}: {out['shape'][-1]} outputs but {len(bundle.labels)} labels")
 
     def probabilities(self, values: NDArray[np.float32]) -> NDArray[np.float32]:
         x = np.asarray(values, dtype=np.float32).reshape(1, -1, 1)

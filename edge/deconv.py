@@ -34,9 +34,23 @@ from edge.errors import BundleError
 F32 = NDArray[np.float32]
 
 WEIGHT_KEYS = (
-    "conv0_kernel", "conv0_bias", "bn_gamma", "bn_beta", "bn_mean", "bn_var", "bn_eps",
-    "squeeze_kernel", "squeeze_bias", "e1_kernel", "e1_bias", "e3_kernel", "e3_bias",
-    "pool", "alpha", "w_bottleneck", "w_logits",
+    "conv0_kernel",
+    "conv0_bias",
+    "bn_gamma",
+    "bn_beta",
+    "bn_mean",
+    "bn_var",
+    "bn_eps",
+    "squeeze_kernel",
+    "squeeze_bias",
+    "e1_kernel",
+    "e1_bias",
+    "e3_kernel",
+    "e3_bias",
+    "pool",
+    "alpha",
+    "w_bottleneck",
+    "w_logits",
 )
 
 

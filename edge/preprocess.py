@@ -87,6 +87,10 @@ class Prepared:
     coverage: float  # fraction of grid points inside the measured range
     n_spikes: int  # cosmic-ray pixels replaced (0 for corrected spectra)
     scale: float  # the divisor used by normalize (intensity units of the input)
+    #: Strongest band over the pixel noise (std from first differences), before resampling.
+    snr: float = float("nan")
+    #: Height of the removed background over the strongest band (raw spectra only).
+    fluorescence_ratio: float = float("nan")
 
 
 def _as_1d(name: str, values: ArrayLike) -> FloatArray:
@@ -111,7 +115,7 @@ def pixel_to_wavelength(pixels: ArrayLike, coeffs_nm: ArrayLike) -> FloatArray:
     c = _as_1d("calibration coefficients", coeffs_nm)
     _check_finite("calibration coefficients", c)
     # np.polyval wants the highest order first; devices store c0 first.
-    return np.polyval(c[::-1], p)
+    return np.asarray(np.polyval(c[::-1], p), dtype=np.float64)
 
 
 def to_raman_shift(wavelength_nm: ArrayLike, laser_nm: float) -> FloatArray:
@@ -245,9 +249,14 @@ def preprocess(
     spec = spec or PreprocessSpec()
     x, y = sort_unique(shift_cm1, intensity)
     n_spikes = 0
+    fluorescence = float("nan")
     if not corrected:
         y, n_spikes = despike(y, threshold=spec.despike_threshold)
+        raw = y
         y = remove_baseline(y, lam=spec.baseline_lam)
+        background = raw - y
+        fluorescence = float(np.ptp(background)) / max(float(y.max()), 1e-12)
+    snr = signal_to_noise(y)
     grid = spec.grid_cm1()
     values, coverage = resample(x, y, grid)
     if spec.max_shift_cm1 is not None:
@@ -258,7 +267,22 @@ def preprocess(
             f"({grid[0]:.0f}-{grid[-1]:.0f} cm-1)"
         )
     values, scale = normalize(values, spec.normalization)
-    return Prepared(values.astype(np.float32), coverage, n_spikes, scale)
+    return Prepared(values.astype(np.float32), coverage, n_spikes, scale, snr, fluorescence)
+
+
+def signal_to_noise(y: ArrayLike) -> float:
+    """Strongest value over the white-noise level, estimated robustly from first differences.
+
+    Differences cancel smooth structure (bands, background), so their MAD measures the
+    pixel-to-pixel noise; sigma = 1.4826 * MAD / sqrt(2).
+    """
+    arr = _as_1d("intensity", y)
+    d = np.diff(arr)
+    sigma = 1.4826 * float(np.median(np.abs(d - np.median(d)))) / np.sqrt(2.0)
+    peak = float(arr.max())
+    if sigma <= 0:
+        return float("inf") if peak > 0 else 0.0
+    return peak / sigma
 
 
 def preprocess_batch(

@@ -31,7 +31,7 @@ if .venv-edge/bin/python -c 'import tensorflow' >/dev/null 2>&1; then
 fi
 # Imports come from the checkout (python -m pytest puts it on sys.path); what matters is that
 # this environment has no TensorFlow, so any import of it by edge/ or firmware_bridge/ fails.
-run_pytest env RAMAN_EDGE_REQUIRE_NO_TF=1 .venv-edge/bin/python -m pytest -q -p no:cacheprovider \
+run_pytest env RAMAN_REQUIRE_NO_TF=1 .venv-edge/bin/python -m pytest -q -p no:cacheprovider \
   --rootdir . tests/edge tests/firmware_bridge
 
 echo "== 3/3 oldest device runtimes"
@@ -40,7 +40,7 @@ if [ ! -x .venv-tflite/bin/python ]; then python3 -m venv .venv-tflite; fi
 .venv-tflite/bin/python -m pip install -q 'numpy<2' 'scipy<1.14' 'tflite-runtime==2.14.0' pybaselines typer \
   pyserial 'paho-mqtt>=2,<3' pytest pytest-timeout hypothesis
 .venv-tflite/bin/python -m pip install -q --no-deps .
-run_pytest env RAMAN_EDGE_TFLITE_RUNTIME=tflite_runtime .venv-tflite/bin/python -m pytest -q -p no:cacheprovider \
+run_pytest env RAMAN_TFLITE_RUNTIME=tflite_runtime .venv-tflite/bin/python -m pytest -q -p no:cacheprovider \
   tests/edge/test_runtime_compat.py
 
 if [ ! -x .venv-litert14/bin/python ]; then python3 -m venv .venv-litert14; fi
@@ -48,6 +48,6 @@ if [ ! -x .venv-litert14/bin/python ]; then python3 -m venv .venv-litert14; fi
 .venv-litert14/bin/python -m pip install -q 'ai-edge-litert==1.4.0' scipy pybaselines typer pyserial \
   'paho-mqtt>=2,<3' pytest pytest-timeout hypothesis
 .venv-litert14/bin/python -m pip install -q --no-deps .
-run_pytest env RAMAN_EDGE_TFLITE_RUNTIME=ai_edge_litert .venv-litert14/bin/python -m pytest -q -p no:cacheprovider \
+run_pytest env RAMAN_TFLITE_RUNTIME=ai_edge_litert .venv-litert14/bin/python -m pytest -q -p no:cacheprovider \
   tests/edge/test_runtime_compat.py
 echo "test.sh: all environments passed"

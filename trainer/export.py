@@ -42,7 +42,9 @@ def convert_int8(model: Any, calibration: NDArray[np.float32]) -> bytes:
         for row in calibration:
             yield [row.reshape(1, -1, 1).astype(np.float32)]
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    from trainer.fmcnn import fold_batchnorm
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(fold_batchnorm(model))
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = gen
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]

@@ -24,10 +24,10 @@ from numpy.typing import NDArray
 
 from edge.errors import InputError
 
-#: Default location of RRUFF data: $RAMAN_EDGE_RRUFF, else the shared copy beside a
+#: Default location of RRUFF data: $RAMAN_RRUFF, else the shared copy beside a
 #: checkout (../shared/data/rruff).
 DEFAULT_RRUFF_PATH = Path(
-    os.environ.get("RAMAN_EDGE_RRUFF") or Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "rruff"
+    os.environ.get("RAMAN_RRUFF") or Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "rruff"
 )
 
 #: What counts as "identity confirmed by X-ray diffraction" (paper's filter): the

@@ -1,0 +1,175 @@
+"""Per-spectrum analysis: counts -> quality gate -> int8 classification -> deconv peaks.
+
+Pure computation on arrays (no serial, no MQTT): the daemon feeds it frames, `edge
+classify` feeds it files, the benchmarks feed it emulator output, and all get the same
+answer. The quality gate turns unusable spectra into a *rejected* analysis with a reason
+instead of a classification (docs/mqtt.md lists the reasons).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from edge.bundle import Bundle
+from edge.classifier import Classifier
+from edge.deconv import DeconvWeights, Peak, attribution, top_peaks
+from edge.errors import SpectrumError
+from edge.preprocess import Prepared, pixel_to_wavelength, preprocess, to_raman_shift
+
+#: Detector full scale for uint16 counts.
+FULL_SCALE = 65535
+
+
+@dataclass(frozen=True)
+class QualityLimits:
+    """Thresholds of the quality gate (documented in docs/mqtt.md, "rejected reasons")."""
+
+    min_snr: float = 8.0  # strongest band over pixel noise, after baseline removal
+    max_fluorescence_ratio: float = 200.0  # background height over strongest band
+    max_spikes: int = 12  # cosmic-ray pixels replaced in one spectrum
+    min_coverage: float = 0.3  # fraction of the model grid the spectrum covers
+    max_saturated_pixels: int = 0  # any saturated pixel distorts band ratios
+
+
+@dataclass(frozen=True)
+class Analysis:
+    status: str  # "ok" | "rejected"
+    reason: str | None
+    top: tuple[tuple[str, float], ...] = ()
+    unknown: bool = False
+    peaks: tuple[Peak, ...] = ()
+    snr: float | None = None
+    coverage: float | None = None
+    n_spikes: int = 0
+    saturated: bool = False
+    fluorescence_ratio: float | None = None
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    values: NDArray[np.float32] | None = field(default=None, repr=False)  # model input, for raw publishing
+
+
+def _finite_or_none(x: float) -> float | None:
+    return None if x is None or not math.isfinite(x) else round(float(x), 3)
+
+
+class Analyzer:
+    def __init__(
+        self,
+        bundle: Bundle,
+        classifier: Classifier | None = None,
+        weights: DeconvWeights | None = None,
+        limits: QualityLimits | None = None,
+        *,
+        top_k: int = 3,
+        n_peaks: int = 5,
+    ) -> None:
+        self.bundle = bundle
+        self.classifier = classifier or Classifier(bundle)
+        self.weights = weights or DeconvWeights.load(bundle.deconv_path)
+        self.limits = limits or QualityLimits()
+        self.top_k = top_k
+        self.n_peaks = n_peaks
+
+    def shifts_for(self, calibration_nm: ArrayLike, laser_nm: float, n_pixels: int) -> NDArray[np.float64]:
+        """Raman shift of every pixel from the device's calibration polynomial and laser line."""
+        return to_raman_shift(pixel_to_wavelength(np.arange(n_pixels), calibration_nm), laser_nm)
+
+    def analyze_counts(
+        self,
+        counts: ArrayLike,
+        shift_cm1: NDArray[np.float64],
+        *,
+        dark: ArrayLike | None = None,
+        saturated_flag: bool = False,
+    ) -> Analysis:
+        """A raw instrument spectrum (counts per pixel) -> analysis, never an exception."""
+        t0 = time.perf_counter()
+        c = np.asarray(counts)
+        if c.ndim != 1 or c.size != shift_cm1.size:
+            return Analysis(
+                "rejected",
+                f"wrong_length: spectrum has {c.size} pixels, the device reported {shift_cm1.size}",
+            )
+        y = c.astype(np.float64)
+        n_sat = int(np.sum(y >= FULL_SCALE))
+        saturated = saturated_flag or n_sat > self.limits.max_saturated_pixels
+        if dark is not None:
+            d = np.asarray(dark, dtype=np.float64)
+            if d.shape == y.shape:
+                y = y - d
+        if saturated:
+            return Analysis("rejected", f"saturated: {n_sat} pixels at full scale", saturated=True)
+        try:
+            prep = preprocess(shift_cm1, y, self.bundle.spec, corrected=False)
+        except SpectrumError as err:
+            return Analysis("rejected", f"invalid_spectrum: {err}")
+        t1 = time.perf_counter()
+        reason = self._gate(prep)
+        if reason is not None:
+            return self._rejected(prep, reason, {"preprocess": (t1 - t0) * 1e3})
+        return self._classify(prep, {"preprocess": (t1 - t0) * 1e3})
+
+    def analyze_corrected(self, shift_cm1: ArrayLike, intensity: ArrayLike) -> Analysis:
+        """A library-style, already baseline-corrected spectrum (RRUFF Processed, CSV)."""
+        t0 = time.perf_counter()
+        try:
+            prep = preprocess(shift_cm1, intensity, self.bundle.spec, corrected=True)
+        except SpectrumError as err:
+            return Analysis("rejected", f"invalid_spectrum: {err}")
+        t1 = time.perf_counter()
+        if prep.coverage < self.limits.min_coverage:
+            return self._rejected(prep, f"low_coverage: {prep.coverage:.2f} of the model grid", {})
+        return self._classify(prep, {"preprocess": (t1 - t0) * 1e3})
+
+    def _gate(self, prep: Prepared) -> str | None:
+        lim = self.limits
+        if prep.n_spikes > lim.max_spikes:
+            return f"cosmic_rays: {prep.n_spikes} spike pixels (limit {lim.max_spikes})"
+        if math.isfinite(prep.fluorescence_ratio) and prep.fluorescence_ratio > lim.max_fluorescence_ratio:
+            return (
+                f"fluorescence: background {prep.fluorescence_ratio:.0f}x the strongest band "
+                f"(limit {lim.max_fluorescence_ratio:.0f}x)"
+            )
+        if prep.snr < lim.min_snr:
+            return f"low_snr: {prep.snr:.1f} (limit {lim.min_snr:.1f})"
+        if prep.coverage < lim.min_coverage:
+            return f"low_coverage: {prep.coverage:.2f} of the model grid"
+        return None
+
+    def _rejected(self, prep: Prepared, reason: str, latency: dict[str, float]) -> Analysis:
+        return Analysis(
+            "rejected",
+            reason,
+            snr=_finite_or_none(prep.snr),
+            coverage=round(prep.coverage, 4),
+            n_spikes=prep.n_spikes,
+            fluorescence_ratio=_finite_or_none(prep.fluorescence_ratio),
+            latency_ms=latency,
+            values=prep.values,
+        )
+
+    def _classify(self, prep: Prepared, latency: dict[str, float]) -> Analysis:
+        t1 = time.perf_counter()
+        pred = self.classifier.classify(prep.values, k=self.top_k)
+        t2 = time.perf_counter()
+        attr = attribution(prep.values, self.weights, pred.class_index)
+        peaks = top_peaks(attr, prep.values, self.bundle.grid_cm1, k=self.n_peaks)
+        t3 = time.perf_counter()
+        latency = {**latency, "classify": (t2 - t1) * 1e3, "deconv": (t3 - t2) * 1e3}
+        return Analysis(
+            "ok",
+            None,
+            top=pred.top,
+            unknown=pred.unknown,
+            peaks=tuple(peaks),
+            snr=_finite_or_none(prep.snr),
+            coverage=round(prep.coverage, 4),
+            n_spikes=prep.n_spikes,
+            fluorescence_ratio=_finite_or_none(prep.fluorescence_ratio),
+            latency_ms={k: round(v, 3) for k, v in latency.items()},
+            values=prep.values,
+        )
