@@ -29,6 +29,9 @@ class Instrument:
     serial: str
     laser_nm: float
     integration_ms: float
+    #: The device's own spectrum counter (SPECTRUM.seq): joins a result to the raw frame or
+    #: to the emulator's ground-truth log. None for offline/file input.
+    frame_seq: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

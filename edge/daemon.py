@@ -1,0 +1,273 @@
+"""`edge run`: spectrometer -> analysis -> outbox -> MQTT, until stopped or `--count` is met.
+
+The loop is deliberately single-threaded on the acquisition side (one serial reader, one
+interpreter); the publisher drains the outbox on its own thread, so a slow or absent broker
+never stalls acquisition, and a result is on disk before anything is sent.
+
+Exit codes: 0 when every result was acknowledged by the broker (or the daemon was stopped
+by a signal with an empty outbox), 3 when results are still queued at exit (they stay in the
+outbox and are sent by the next run), 1 for setup errors (printed as one line by the CLI).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.bundle import Bundle, load_bundle
+from edge.config import EdgeConfig
+from edge.errors import EdgeError, InputError, OutboxFullError
+from edge.pipeline import Analysis, Analyzer
+from edge.result import Candidate, Instrument, Latency, ModelRef, Peak, Quality, Result
+
+log = logging.getLogger("edge.daemon")
+
+EXIT_QUEUED = 3
+
+#: The emulator's virtual detector is calibrated for ~100 ms exposures (longer ones saturate
+#: its brightest minerals), so --simulate caps the integration time there.
+SIMULATE_MAX_INTEGRATION_MS = 100
+
+
+@dataclass
+class RunStats:
+    spectra: int = 0
+    ok: int = 0
+    rejected: int = 0
+    unknown: int = 0
+    outbox_full: int = 0
+    link_down: int = 0
+
+
+def build_result(
+    analysis: Analysis,
+    *,
+    bundle: Bundle,
+    device_id: str,
+    acquired_at: datetime,
+    serial: str,
+    laser_nm: float,
+    integration_ms: float,
+    frame_seq: int | None,
+    decode_ms: float | None = None,
+) -> Result:
+    lat = analysis.latency_ms
+    stages = [decode_ms, lat.get("preprocess"), lat.get("classify"), lat.get("deconv")]
+    return Result(
+        device_id=device_id,
+        acquired_at=acquired_at,
+        instrument=Instrument(
+            serial=serial, laser_nm=float(laser_nm), integration_ms=float(integration_ms), frame_seq=frame_seq
+        ),
+        model=ModelRef(name=bundle.name, sha256=bundle.sha256),
+        status="ok" if analysis.status == "ok" else "rejected",
+        reason=analysis.reason,
+        top=tuple(Candidate(mineral=m, p=min(1.0, max(0.0, float(p)))) for m, p in analysis.top),
+        unknown=analysis.unknown,
+        peaks=tuple(Peak(shift_cm1=p.shift_cm1, relevance=p.relevance, intensity=p.intensity) for p in analysis.peaks),
+        quality=Quality(
+            snr=analysis.snr,
+            coverage=analysis.coverage,
+            n_spikes=analysis.n_spikes,
+            saturated=analysis.saturated,
+            fluorescence_ratio=analysis.fluorescence_ratio,
+        ),
+        latency_ms=Latency(
+            decode=decode_ms,
+            preprocess=lat.get("preprocess"),
+            classify=lat.get("classify"),
+            deconv=lat.get("deconv"),
+            total=round(sum(s for s in stages if s is not None), 3),
+        ),
+    )
+
+
+def describe(result: Result) -> str:
+    """One terminal line per result (what a person watching the daemon wants to see)."""
+    head = f"#{result.seq:<5} frame {result.instrument.frame_seq}"
+    if result.status != "ok":
+        return f"{head} REJECTED {result.reason}"
+    best = ", ".join(f"{c.mineral} {c.p:.2f}" for c in result.top)
+    peaks = " ".join(f"{p.shift_cm1:.0f}" for p in result.peaks[:4])
+    flag = " (unknown: below confidence threshold)" if result.unknown else ""
+    return f"{head} {best}{flag} | peaks cm-1: {peaks}"
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGINT/SIGTERM end acquisition gracefully (drain, then exit) instead of killing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {}
+
+    def handler(signum: int, _frame: Any) -> None:
+        if stop.is_set():  # second signal: the user really wants out
+            raise KeyboardInterrupt
+        log.info("stopping", extra={"signal": signal.Signals(signum).name})
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _start_emulator(cfg: EdgeConfig, stack: ExitStack) -> str:
+    from firmware_bridge.emulator import Emulator, EmulatorConfig
+
+    emu_cfg = EmulatorConfig(seed=int(time.time()) % 100_000)
+    emu = Emulator(emu_cfg)
+    port = emu.start()
+    stack.callback(emu.stop)
+    log.info("simulating a spectrometer", extra={"port": port, "minerals": len(emu_cfg.minerals or ())})
+    return port
+
+
+def run(cfg: EdgeConfig, *, stop: threading.Event | None = None, out: Any = None) -> int:
+    """Run the daemon with a loaded config; returns the process exit code."""
+    from firmware_bridge.client import Spectrometer
+    from firmware_bridge.errors import BridgeError
+    from firmware_bridge.transport import LinkDown, LinkUp
+
+    from edge.publisher import Publisher
+
+    out = out or sys.stdout
+    stop = stop or threading.Event()
+    if not cfg.simulate and not cfg.port:
+        raise InputError("no spectrometer: give --port PORT (e.g. /dev/serial/by-id/...) or --simulate")
+    bundle = load_bundle(cfg.model_dir)
+    analyzer = Analyzer(bundle)
+    log.info(
+        "model loaded",
+        extra={"model": bundle.name, "sha256": bundle.sha256[:12], "classes": len(bundle.labels),
+               "runtime": analyzer.classifier.runtime},
+    )
+    stats = RunStats()
+    with ExitStack() as stack, _stop_on_signals(stop):
+        publisher = Publisher.from_config(cfg)
+        publisher.start()
+        closed = False
+
+        def close_publisher() -> bool:
+            nonlocal closed
+            if closed:
+                return publisher.pending() == 0
+            closed = True
+            return publisher.close(drain_timeout_s=cfg.drain_timeout_s)
+
+        stack.callback(close_publisher)
+        backlog = publisher.pending()
+        if backlog:
+            log.info("resuming: results from an earlier run are queued", extra={"pending": backlog})
+        port = _start_emulator(cfg, stack) if cfg.simulate else str(cfg.port)
+        try:
+            spec = Spectrometer.open(port, baud=cfg.baud)
+        except BridgeError as err:
+            raise InputError(f"cannot open spectrometer at {port}: {err}") from err
+        stack.callback(spec.close)
+        try:
+            info = spec.handshake()
+        except BridgeError as err:
+            raise InputError(f"spectrometer at {port} does not answer: {err}") from err
+        if cfg.simulate:
+            period_ms = max(1, round(1000.0 / cfg.rate_hz))
+            integration_ms = max(info.integration_min_ms, min(cfg.integration_ms, SIMULATE_MAX_INTEGRATION_MS, period_ms))
+        else:
+            integration_ms = cfg.integration_ms
+            period_ms = 0  # back-to-back exposures
+        integration_ms = min(max(integration_ms, info.integration_min_ms), info.integration_max_ms)
+        spec.configure(integration_ms=integration_ms, averages=cfg.averages)
+        shifts = analyzer.shifts_for(info.calibration_nm, info.laser_nm, info.pixel_count)
+        dark = None
+        try:
+            dark = spec.acquire_dark().counts.astype(np.float64)
+        except BridgeError as err:
+            log.warning("no dark frame; continuing without dark subtraction", extra={"error": str(err)})
+        log.info(
+            "spectrometer ready",
+            extra={"model": info.model, "serial": info.serial_number, "pixels": info.pixel_count,
+                   "laser_nm": info.laser_nm, "integration_ms": integration_ms, "averages": cfg.averages},
+        )
+        print(
+            f"edge: {info.model} {info.serial_number} ({info.pixel_count} px, {info.laser_nm:g} nm) -> "
+            f"{cfg.broker} as {cfg.device_id}; model {bundle.name} ({len(bundle.labels)} minerals)",
+            file=out,
+            flush=True,
+        )
+        for event in spec.stream(period_ms):
+            if stop.is_set():
+                break
+            if isinstance(event, LinkDown):
+                stats.link_down += 1
+                log.warning("spectrometer link lost; waiting for it to come back", extra={"port": port})
+                continue
+            if isinstance(event, LinkUp):
+                log.info("spectrometer link restored", extra={"port": port})
+                # A replugged device may have been reconfigured: take its calibration again.
+                if spec.info is not None:
+                    info = spec.info
+                    shifts = analyzer.shifts_for(info.calibration_nm, info.laser_nm, info.pixel_count)
+                continue
+            t0 = time.perf_counter()
+            acquired_at = datetime.now(timezone.utc)
+            counts = np.asarray(event.counts)
+            decode_ms = (time.perf_counter() - t0) * 1e3
+            analysis = analyzer.analyze_counts(
+                counts, shifts, dark=dark if dark is not None and dark.size == counts.size else None,
+                saturated_flag=event.saturated,
+            )
+            result = build_result(
+                analysis, bundle=bundle, device_id=cfg.device_id, acquired_at=acquired_at,
+                serial=info.serial_number, laser_nm=info.laser_nm, integration_ms=event.integration_ms,
+                frame_seq=event.seq, decode_ms=round(decode_ms, 3),
+            )
+            stats.spectra += 1
+            stats.ok += result.status == "ok"
+            stats.rejected += result.status == "rejected"
+            stats.unknown += result.unknown
+            try:
+                result = publisher.enqueue(result)
+            except OutboxFullError as err:
+                stats.outbox_full += 1
+                # Not stored: print it whole so it is at least on the terminal/journal.
+                print(f"edge: outbox full, result not stored ({err}): {result.to_json()}", file=out, flush=True)
+            else:
+                print(describe(result), file=out, flush=True)
+            if cfg.count is not None and stats.spectra >= cfg.count:
+                break
+        spec.close()
+        drained = close_publisher()
+        remaining = publisher.pending()
+    log.info("stopped", extra=stats.__dict__ | {"queued": remaining})
+    summary = (
+        f"edge: {stats.spectra} spectra ({stats.ok} classified, {stats.rejected} rejected, "
+        f"{stats.unknown} unknown); "
+    )
+    if drained and remaining == 0:
+        print(summary + "all results acknowledged by the broker", file=out, flush=True)
+        return 0
+    print(
+        summary + f"{remaining} results still queued in {Path(cfg.outbox_path)} (broker {cfg.broker} did not "
+        f"acknowledge them within {cfg.drain_timeout_s:g} s); they are sent on the next run",
+        file=out,
+        flush=True,
+    )
+    return EXIT_QUEUED
+
+
+__all__ = ["run", "build_result", "describe", "EdgeError"]
