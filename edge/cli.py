@@ -167,3 +167,7 @@ def watch(
         _guard(lambda: do_watch(settings, device_id, out=sys.stdout, as_json=as_json, count=count))
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
+
+
+if __name__ == "__main__":  # python -m edge.cli
+    app()

@@ -138,13 +138,96 @@ def _start_emulator(cfg: EdgeConfig, stack: ExitStack) -> str:
     return port
 
 
+def _prepare(spec: Any, cfg: EdgeConfig, analyzer: Analyzer, port: str) -> tuple[Any, Any, Any, int, int]:
+    """Handshake (flushes a stale stream), configure, dark frame; returns what the loop needs."""
+    from firmware_bridge.errors import BridgeError
+
+    try:
+        info = spec.handshake()
+    except BridgeError as err:
+        raise InputError(f"spectrometer at {port} does not answer: {err}") from err
+    if cfg.simulate:
+        period_ms = max(1, round(1000.0 / cfg.rate_hz))
+        integration_ms = min(cfg.integration_ms, SIMULATE_MAX_INTEGRATION_MS, period_ms)
+    else:
+        integration_ms = cfg.integration_ms
+    integration_ms = min(max(integration_ms, info.integration_min_ms), info.integration_max_ms)
+    if not cfg.simulate:
+        period_ms = integration_ms * cfg.averages  # back-to-back exposures
+    spec.configure(integration_ms=integration_ms, averages=cfg.averages)
+    shifts = analyzer.shifts_for(info.calibration_nm, info.laser_nm, info.pixel_count)
+    dark = None
+    try:
+        dark = spec.acquire_dark().counts.astype(np.float64)
+    except BridgeError as err:
+        log.warning("no dark frame; continuing without dark subtraction", extra={"error": str(err)})
+    log.info(
+        "spectrometer ready",
+        extra={
+            "model": info.model,
+            "serial": info.serial_number,
+            "pixels": info.pixel_count,
+            "laser_nm": info.laser_nm,
+            "integration_ms": integration_ms,
+            "averages": cfg.averages,
+        },
+    )
+    return info, shifts, dark, integration_ms, period_ms
+
+
+def _handle_frame(
+    event: Any,
+    info: Any,
+    shifts: Any,
+    dark: Any,
+    analyzer: Analyzer,
+    bundle: Bundle,
+    cfg: EdgeConfig,
+    publisher: Any,
+    stats: RunStats,
+    out: Any,
+) -> None:
+    t0 = time.perf_counter()
+    acquired_at = datetime.now(timezone.utc)
+    counts = np.asarray(event.counts)
+    decode_ms = (time.perf_counter() - t0) * 1e3
+    analysis = analyzer.analyze_counts(
+        counts,
+        shifts,
+        dark=dark if dark is not None and dark.size == counts.size else None,
+        saturated_flag=event.saturated,
+    )
+    result = build_result(
+        analysis,
+        bundle=bundle,
+        device_id=cfg.device_id,
+        acquired_at=acquired_at,
+        serial=info.serial_number,
+        laser_nm=info.laser_nm,
+        integration_ms=event.integration_ms,
+        frame_seq=event.seq,
+        decode_ms=round(decode_ms, 3),
+    )
+    stats.spectra += 1
+    stats.ok += result.status == "ok"
+    stats.rejected += result.status == "rejected"
+    stats.unknown += result.unknown
+    try:
+        result = publisher.enqueue(result)
+    except OutboxFullError as err:
+        stats.outbox_full += 1
+        # Not stored: print it whole so it is at least on the terminal/journal.
+        print(f"edge: outbox full, result not stored ({err}): {result.to_json()}", file=out, flush=True)
+    else:
+        print(describe(result), file=out, flush=True)
+
+
 def run(cfg: EdgeConfig, *, stop: threading.Event | None = None, out: Any = None) -> int:
     """Run the daemon with a loaded config; returns the process exit code."""
+    from edge.publisher import Publisher
     from firmware_bridge.client import Spectrometer
     from firmware_bridge.errors import BridgeError
     from firmware_bridge.transport import LinkDown, LinkUp
-
-    from edge.publisher import Publisher
 
     out = out or sys.stdout
     stop = stop or threading.Event()
@@ -154,8 +237,12 @@ def run(cfg: EdgeConfig, *, stop: threading.Event | None = None, out: Any = None
     analyzer = Analyzer(bundle)
     log.info(
         "model loaded",
-        extra={"model": bundle.name, "sha256": bundle.sha256[:12], "classes": len(bundle.labels),
-               "runtime": analyzer.classifier.runtime},
+        extra={
+            "model": bundle.name,
+            "sha256": bundle.sha256[:12],
+            "classes": len(bundle.labels),
+            "runtime": analyzer.classifier.runtime,
+        },
     )
     stats = RunStats()
     with ExitStack() as stack, _stop_on_signals(stop):
@@ -180,83 +267,51 @@ def run(cfg: EdgeConfig, *, stop: threading.Event | None = None, out: Any = None
         except BridgeError as err:
             raise InputError(f"cannot open spectrometer at {port}: {err}") from err
         stack.callback(spec.close)
-        try:
-            info = spec.handshake()
-        except BridgeError as err:
-            raise InputError(f"spectrometer at {port} does not answer: {err}") from err
-        if cfg.simulate:
-            period_ms = max(1, round(1000.0 / cfg.rate_hz))
-            integration_ms = max(info.integration_min_ms, min(cfg.integration_ms, SIMULATE_MAX_INTEGRATION_MS, period_ms))
-        else:
-            integration_ms = cfg.integration_ms
-            period_ms = 0  # back-to-back exposures
-        integration_ms = min(max(integration_ms, info.integration_min_ms), info.integration_max_ms)
-        spec.configure(integration_ms=integration_ms, averages=cfg.averages)
-        shifts = analyzer.shifts_for(info.calibration_nm, info.laser_nm, info.pixel_count)
-        dark = None
-        try:
-            dark = spec.acquire_dark().counts.astype(np.float64)
-        except BridgeError as err:
-            log.warning("no dark frame; continuing without dark subtraction", extra={"error": str(err)})
-        log.info(
-            "spectrometer ready",
-            extra={"model": info.model, "serial": info.serial_number, "pixels": info.pixel_count,
-                   "laser_nm": info.laser_nm, "integration_ms": integration_ms, "averages": cfg.averages},
-        )
+        info, shifts, dark, integration_ms, period_ms = _prepare(spec, cfg, analyzer, port)
         print(
             f"edge: {info.model} {info.serial_number} ({info.pixel_count} px, {info.laser_nm:g} nm) -> "
             f"{cfg.broker} as {cfg.device_id}; model {bundle.name} ({len(bundle.labels)} minerals)",
             file=out,
             flush=True,
         )
-        for event in spec.stream(period_ms):
-            if stop.is_set():
-                break
-            if isinstance(event, LinkDown):
-                stats.link_down += 1
-                log.warning("spectrometer link lost; waiting for it to come back", extra={"port": port})
-                continue
-            if isinstance(event, LinkUp):
-                log.info("spectrometer link restored", extra={"port": port})
-                # A replugged device may have been reconfigured: take its calibration again.
-                if spec.info is not None:
-                    info = spec.info
-                    shifts = analyzer.shifts_for(info.calibration_nm, info.laser_nm, info.pixel_count)
-                continue
-            t0 = time.perf_counter()
-            acquired_at = datetime.now(timezone.utc)
-            counts = np.asarray(event.counts)
-            decode_ms = (time.perf_counter() - t0) * 1e3
-            analysis = analyzer.analyze_counts(
-                counts, shifts, dark=dark if dark is not None and dark.size == counts.size else None,
-                saturated_flag=event.saturated,
-            )
-            result = build_result(
-                analysis, bundle=bundle, device_id=cfg.device_id, acquired_at=acquired_at,
-                serial=info.serial_number, laser_nm=info.laser_nm, integration_ms=event.integration_ms,
-                frame_seq=event.seq, decode_ms=round(decode_ms, 3),
-            )
-            stats.spectra += 1
-            stats.ok += result.status == "ok"
-            stats.rejected += result.status == "rejected"
-            stats.unknown += result.unknown
+        backoff_s = 1.0
+        while not stop.is_set() and (cfg.count is None or stats.spectra < cfg.count):
             try:
-                result = publisher.enqueue(result)
-            except OutboxFullError as err:
-                stats.outbox_full += 1
-                # Not stored: print it whole so it is at least on the terminal/journal.
-                print(f"edge: outbox full, result not stored ({err}): {result.to_json()}", file=out, flush=True)
-            else:
-                print(describe(result), file=out, flush=True)
-            if cfg.count is not None and stats.spectra >= cfg.count:
-                break
+                for event in spec.stream(period_ms):
+                    if stop.is_set():
+                        break
+                    if isinstance(event, LinkDown):
+                        stats.link_down += 1
+                        log.warning("spectrometer link lost; waiting for it to come back", extra={"port": port})
+                        continue
+                    if isinstance(event, LinkUp):
+                        log.info("spectrometer link restored", extra={"port": port})
+                        # A replugged device may have been reconfigured: take its calibration again.
+                        if spec.info is not None:
+                            info = spec.info
+                            shifts = analyzer.shifts_for(info.calibration_nm, info.laser_nm, info.pixel_count)
+                        continue
+                    backoff_s = 1.0
+                    _handle_frame(event, info, shifts, dark, analyzer, bundle, cfg, publisher, stats, out)
+                    if cfg.count is not None and stats.spectra >= cfg.count:
+                        break
+            except BridgeError as err:
+                # Expected device trouble (NACK, timeout, unplugged mid-command): log one line,
+                # back off, and redo the handshake; the daemon never dies of a device fault.
+                log.warning("spectrometer error; retrying", extra={"error": str(err), "retry_in_s": backoff_s})
+                if stop.wait(backoff_s):
+                    break
+                backoff_s = min(backoff_s * 2, 30.0)
+                try:
+                    info, shifts, dark, integration_ms, period_ms = _prepare(spec, cfg, analyzer, port)
+                except (BridgeError, InputError) as again:
+                    log.warning("spectrometer still not ready", extra={"error": str(again)})
         spec.close()
         drained = close_publisher()
         remaining = publisher.pending()
     log.info("stopped", extra=stats.__dict__ | {"queued": remaining})
     summary = (
-        f"edge: {stats.spectra} spectra ({stats.ok} classified, {stats.rejected} rejected, "
-        f"{stats.unknown} unknown); "
+        f"edge: {stats.spectra} spectra ({stats.ok} classified, {stats.rejected} rejected, {stats.unknown} unknown); "
     )
     if drained and remaining == 0:
         print(summary + "all results acknowledged by the broker", file=out, flush=True)
