@@ -1,0 +1,58 @@
+"""The shipped bundle gives the same answers under every supported TFLite runtime.
+
+CI runs this file in three environments: ai-edge-litert (current), tflite-runtime 2.14
+(numpy < 2) and ai-edge-litert 1.4, the oldest runtimes a Raspberry Pi with Python 3.11
+gets. The reference answers were recorded by scripts/make_runtime_reference.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge.bundle import load_bundle
+from edge.classifier import Classifier
+from edge.preprocess import preprocess
+from trainer.rruff import DEFAULT_RRUFF_PATH, iter_files, parse_rruff_text
+
+REFERENCE = Path(__file__).resolve().parent / "data" / "runtime_reference.json"
+
+
+def test_reference_is_for_the_shipped_bundle() -> None:
+    ref = json.loads(REFERENCE.read_text())
+    assert ref["bundle_sha256"] == load_bundle().sha256, (
+        "tests/edge/data/runtime_reference.json is stale: run scripts/make_runtime_reference.py"
+    )
+
+
+def test_shipped_bundle_agrees_with_reference_under_this_runtime() -> None:
+    if not Path(DEFAULT_RRUFF_PATH).exists():
+        pytest.skip("shared RRUFF data not present")
+    ref = json.loads(REFERENCE.read_text())
+    bundle = load_bundle()
+    clf = Classifier(bundle)
+    forced = os.environ.get("RAMAN_TFLITE_RUNTIME")
+    if forced:
+        assert clf.runtime == forced
+    wanted = {r["file"]: r for r in ref["spectra"]}
+    got = {}
+    for name, raw in iter_files(DEFAULT_RRUFF_PATH, lambda n: Path(n).name in wanted):
+        s = parse_rruff_text(raw, name)
+        p = clf.probabilities(preprocess(s.shift_cm1, s.intensity, bundle.spec, corrected=True).values)
+        got[s.file] = (bundle.labels[int(p.argmax())], float(p.max()))
+    assert set(got) == set(wanted)
+    agree = sum(got[f][0] == r["top1"] for f, r in wanted.items())
+    max_dp = max(abs(got[f][1] - r["p_top1"]) for f, r in wanted.items())
+    import numpy
+
+    print(f"\nruntime {clf.runtime} (numpy {numpy.__version__}, python {sys.version.split()[0]}): "
+          f"top-1 agreement {agree}/{len(wanted)}, max |dp| {max_dp:.4f}")
+    # int8 kernels differ between runtime versions (XNNPACK vs reference kernels, rounding):
+    # measured max |dp| 0.035 (9 output quanta) under tflite-runtime 2.14 on x86_64. No
+    # answer may change; probabilities may move by a few quanta (0.05 = 12.8 quanta).
+    assert agree == len(wanted)
+    assert max_dp <= 0.05
