@@ -321,3 +321,7 @@ def report(
 
 def main() -> None:  # pragma: no cover
     sys.exit(app())
+
+
+if __name__ == "__main__":  # python -m trainer.cli
+    app()

@@ -8,10 +8,10 @@ Architecture (the paper gives the layer order, not the widths; ours are chosen f
           expand  Conv1D(16, k=1) || Conv1D(16, k=3) -> LeakyReLU   "fire_e1", "fire_e3"
           concatenate -> (1360, 32)
     MaxPool1D(16, non-overlapping)  -> (85, 32)                     "pool"
-    Flatten -> Dense(64, linear) -> Dropout -> Dense(n, softmax)    "bottleneck", "logits"
+    Flatten -> Dense(96, linear) -> Dropout -> Dense(n, softmax)    "bottleneck", "logits"
 
 The two Dense layers have no nonlinearity between them: together they are one
-Flatten->Dense->softmax layer whose 2720 x n weight matrix is factorised to rank 64. That
+Flatten->Dense->softmax layer whose 2720 x n weight matrix is factorised to rank 96. That
 keeps the paper's structure while cutting the int8 file from ~3.3 MB (1,204 classes) to a
 few hundred KB, and the deconvnet can use the product W_bottleneck @ W_logits exactly.
 """
@@ -37,8 +37,8 @@ class ArchConfig:
     squeeze: int = 8
     expand: int = 16  # per branch; fire output has 2 * expand channels
     pool: int = 16
-    bottleneck: int = 64
-    dropout: float = 0.3
+    bottleneck: int = 96
+    dropout: float = 0.5
     l2: float = 1e-4
     leaky_alpha: float = 0.2
 
@@ -51,7 +51,7 @@ class TrainConfig:
     learning_rate: float = 1e-3
     patience: int = 15
     val_fraction: float = 0.1
-    label_smoothing: float = 0.05
+    label_smoothing: float = 0.0
     augment: bool = True
     seed: int = 0
 

@@ -91,8 +91,17 @@ def fmcnn_scores(X_train, y_train, X_test, n_classes, seed):  # type: ignore[no-
     return np.asarray(model.predict(X_test[..., None], verbose=0, batch_size=256), np.float64)
 
 
+def fmcnn_noaug_scores(X_train, y_train, X_test, n_classes, seed):  # type: ignore[no-untyped-def]
+    """FMCNN without instrument augmentation: measures what augmentation buys."""
+    from trainer.fmcnn import TrainConfig, train_fmcnn
+
+    model, _hist = train_fmcnn(X_train, y_train, n_classes, TrainConfig(seed=seed, augment=False))
+    return np.asarray(model.predict(X_test[..., None], verbose=0, batch_size=256), np.float64)
+
+
 MODELS: dict[str, ModelFn] = {
     "fmcnn": fmcnn_scores,
+    "fmcnn_noaug": fmcnn_noaug_scores,
     "svm": svm_scores,
     "knn": knn_scores,
     "rf": rf_scores,

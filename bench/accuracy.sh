@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Accuracy benchmark (issue 7): trainer cv on both selections and both protocols, same folds
+# for every model within a run. Resumable: per-fold results are cached next to each output
+# (bench/results/cv/*.folds.jsonl), so re-running continues where a previous run stopped.
+# REPEATS=10 gives the paper's 10x10 protocol; the default 1x10 is what fits a session on
+# 2 CPU cores (FMCNN on the paper selection takes ~6 min per fold there).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+REPEATS=${REPEATS:-1}
+OUT=bench/results/cv
+MODELS=${MODELS:-fmcnn,svm,knn,rf,lda,corr}
+run() { "$PY" -m trainer.cli cv --repeats "$REPEATS" --folds 10 --seed 0 "$@"; }
+run --selection min8 --models "$MODELS,fmcnn_noaug" --out "$OUT/min8-${REPEATS}x10.json"
+run --selection min8 --models "$MODELS" --group-by specimen --out "$OUT/min8-specimen-${REPEATS}x10.json"
+run --selection paper --models "$MODELS" --out "$OUT/paper-${REPEATS}x10.json"
+run --selection paper --models "$MODELS" --group-by specimen --out "$OUT/paper-specimen-${REPEATS}x10.json"
+"$PY" -m trainer.cli report $(for f in "$OUT"/*x10.json; do echo --cv "$f"; done) --out bench/results/figures
