@@ -149,24 +149,30 @@ def heldout_rows(
 ) -> tuple[np.ndarray | None, dict[str, Any]]:
     """Which sources the bundle's CNN never saw in training, from the trainer's data.npz.
 
-    data.npz holds the training rows (X, groups, is_val) in the order of the trainer's
-    selection (sorted by file name). It is used only if it is row-for-row the same data as
-    our sources (same specimen IDs, same preprocessed values); otherwise the split is unknown.
+    data.npz holds the training rows (X, groups, is_val) but no file names, so each source
+    is matched to the row with the same specimen ID and the same preprocessed values
+    (max |dx| < 1e-4). The split is used only if every source finds a row and the file has
+    the bundle's training counts; otherwise it is reported as unknown.
     """
     if path is None or not path.is_file():
         return None, {"source": None, "note": "training split unknown; CNN sources include training spectra"}
     d = np.load(path)
     training = bundle.manifest.get("training", {})
-    same = (
-        len(d["groups"]) == len(sources) == training.get("n_spectra")
-        and int(d["is_val"].sum()) == training.get("n_heldout")
-        and all(g == s.rruff_id for g, s in zip(d["groups"], sources, strict=True))
-        and float(np.abs(d["X"].astype(np.float64) - lib_X).max()) < 1e-4
-    )
-    if not same:
-        return None, {"source": str(path), "note": "data.npz does not match the bundle/sources row for row; ignored"}
+    if len(d["groups"]) != training.get("n_spectra") or int(d["is_val"].sum()) != training.get("n_heldout"):
+        return None, {"source": str(path), "note": "data.npz does not match the bundle's training counts; ignored"}
+    rows_by_group: dict[str, list[int]] = {}
+    for j, g in enumerate(d["groups"].tolist()):
+        rows_by_group.setdefault(g, []).append(j)
+    X = d["X"].astype(np.float64)
+    held = np.zeros(len(sources), bool)
+    for i, s in enumerate(sources):
+        hits = [j for j in rows_by_group.get(s.rruff_id, []) if np.abs(X[j] - lib_X[i]).max() < 1e-4]
+        if not hits:
+            return None, {"source": str(path), "note": f"{s.file}: no matching row in data.npz; ignored"}
+        # Identical rows (RRUFF has a few files with the same data): held out only if all were.
+        held[i] = bool(d["is_val"][hits].all())
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return d["is_val"].astype(bool), {"source": str(path), "sha256": digest, "n_heldout": int(d["is_val"].sum())}
+    return held, {"source": str(path), "sha256": digest, "n_heldout": int(held.sum()), "n_rows": len(X)}
 
 
 def run_point(
