@@ -30,7 +30,7 @@ def load_interpreter_class(prefer: str | None = None) -> tuple[Any, str]:
             if name == "ai_edge_litert":
                 from ai_edge_litert.interpreter import Interpreter
             elif name == "tflite_runtime":
-                from tflite_runtime.interpreter import Interpreter  # type: ignore[no-redef]
+                from tflite_runtime.interpreter import Interpreter
             else:
                 raise ImportError(f"unknown runtime {name!r}")
             return Interpreter, name

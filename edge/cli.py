@@ -122,13 +122,16 @@ def classify(
     files: list[Path] = typer.Argument(..., help="Spectrum files to classify."),
     model: Path | None = ModelOpt,
     as_json: bool = typer.Option(False, "--json", help="One JSON result per line."),
+    corrected: bool | None = typer.Option(
+        None, "--corrected/--raw", help="Treat every file as baseline-corrected / raw (default: per file)."
+    ),
     config: Path | None = ConfigOpt,
 ) -> None:
     """Classify spectrum files offline (no spectrometer, no broker)."""
     cfg = _load(config, model_dir=model)
     _setup_logging(cfg)
     offline_classify = _entry("edge.offline", "classify")
-    _exit_with(_guard(lambda: offline_classify(cfg, files, as_json=as_json)))
+    _exit_with(_guard(lambda: offline_classify(cfg, files, as_json=as_json, corrected=corrected)))
 
 
 @app.command()
@@ -137,9 +140,10 @@ def check(
     port: str | None = typer.Option(None, "--port", help="Serial port to probe."),
     broker: str | None = BrokerOpt,
     model: Path | None = ModelOpt,
+    simulate: bool | None = typer.Option(None, "--simulate/--no-simulate", help="Probe the built-in emulator."),
 ) -> None:
     """Check the configuration, model bundle, spectrometer and broker."""
-    cfg = _load(config, port=port, broker=broker, model_dir=model)
+    cfg = _load(config, port=port, broker=broker, model_dir=model, simulate=simulate)
     _setup_logging(cfg)
     do_check = _entry("edge.check", "check")
     _exit_with(_guard(lambda: do_check(cfg)))

@@ -210,7 +210,7 @@ def top_peaks(
     idx, props = find_peaks(pos, height=0.05 * top, distance=max(1, int(round(8 / step))))
     order = np.argsort(props["peak_heights"])[::-1][:k]
     half = max(1, int(round(snap_cm1 / step)))
-    peaks = []
+    peaks: list[Peak] = []
     for i in idx[order]:
         lo, hi = max(0, i - half), min(spectrum.size, i + half + 1)
         j = lo + int(np.argmax(spectrum[lo:hi]))

@@ -71,7 +71,7 @@ def _versions() -> dict[str, str]:
 
 
 def parity_report(
-    float_probs: NDArray[np.float32], int8_probs: NDArray[np.float32], y: NDArray[np.int64], labels: tuple[str, ...]
+    float_probs: NDArray[Any], int8_probs: NDArray[Any], y: NDArray[np.int64], labels: tuple[str, ...]
 ) -> dict[str, Any]:
     pf, pq = float_probs.argmax(1), int8_probs.argmax(1)
     per_class = {}

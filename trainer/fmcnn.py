@@ -12,7 +12,7 @@ Architecture (the paper gives the layer order, not the widths; ours are chosen f
 
 The two Dense layers have no nonlinearity between them: together they are one
 Flatten->Dense->softmax layer whose 2720 x n weight matrix is factorised to rank 96. That
-keeps the paper's structure while cutting the int8 file from ~3.3 MB (1,204 classes) to a
+keeps the paper's structure while cutting the int8 file from ~3.3 MB (1,203 classes) to a
 few hundred KB, and the deconvnet can use the product W_bottleneck @ W_logits exactly.
 """
 

@@ -14,6 +14,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 Scores = NDArray[np.float64]
+F32 = NDArray[np.float32]
+I64 = NDArray[np.int64]
 ModelFn = Callable[[NDArray[np.float32], NDArray[np.int64], NDArray[np.float32], int, int], Scores]
 
 
@@ -40,7 +42,7 @@ def _standardize_rows(X: NDArray[np.float32]) -> NDArray[np.float64]:
     return Z / np.where(norm == 0, 1.0, norm)
 
 
-def corr_scores(X_train, y_train, X_test, n_classes, seed):  # type: ignore[no-untyped-def]
+def corr_scores(X_train: F32, y_train: I64, X_test: F32, n_classes: int, seed: int) -> Scores:
     """Search-match: Pearson correlation with every library spectrum; best match per class.
 
     What RRUFF/CrystalSleuth-style tools do: no training, the library is the model.
@@ -49,7 +51,7 @@ def corr_scores(X_train, y_train, X_test, n_classes, seed):  # type: ignore[no-u
     return best_per_class(sim, y_train, n_classes)
 
 
-def knn_scores(X_train, y_train, X_test, n_classes, seed):  # type: ignore[no-untyped-def]
+def knn_scores(X_train: F32, y_train: I64, X_test: F32, n_classes: int, seed: int) -> Scores:
     """1-NN (Euclidean), scored by negative distance to each class's nearest spectrum."""
     a = X_test.astype(np.float64)
     b = X_train.astype(np.float64)
@@ -57,7 +59,7 @@ def knn_scores(X_train, y_train, X_test, n_classes, seed):  # type: ignore[no-un
     return best_per_class(-np.sqrt(np.maximum(d2, 0)), y_train, n_classes)
 
 
-def rf_scores(X_train, y_train, X_test, n_classes, seed):  # type: ignore[no-untyped-def]
+def rf_scores(X_train: F32, y_train: I64, X_test: F32, n_classes: int, seed: int) -> Scores:
     from sklearn.ensemble import RandomForestClassifier
 
     m = RandomForestClassifier(n_estimators=500, n_jobs=-1, random_state=seed)
@@ -65,7 +67,7 @@ def rf_scores(X_train, y_train, X_test, n_classes, seed):  # type: ignore[no-unt
     return _spread(m.predict_proba(X_test), m.classes_, n_classes)
 
 
-def svm_scores(X_train, y_train, X_test, n_classes, seed):  # type: ignore[no-untyped-def]
+def svm_scores(X_train: F32, y_train: I64, X_test: F32, n_classes: int, seed: int) -> Scores:
     from sklearn.svm import SVC
 
     m = SVC(kernel="linear", C=100, decision_function_shape="ovr", random_state=seed)
@@ -76,7 +78,7 @@ def svm_scores(X_train, y_train, X_test, n_classes, seed):  # type: ignore[no-un
     return _spread(dec, m.classes_, n_classes)
 
 
-def lda_scores(X_train, y_train, X_test, n_classes, seed):  # type: ignore[no-untyped-def]
+def lda_scores(X_train: F32, y_train: I64, X_test: F32, n_classes: int, seed: int) -> Scores:
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
     m = LinearDiscriminantAnalysis()
@@ -84,14 +86,14 @@ def lda_scores(X_train, y_train, X_test, n_classes, seed):  # type: ignore[no-un
     return _spread(m.predict_proba(X_test), m.classes_, n_classes)
 
 
-def fmcnn_scores(X_train, y_train, X_test, n_classes, seed):  # type: ignore[no-untyped-def]
+def fmcnn_scores(X_train: F32, y_train: I64, X_test: F32, n_classes: int, seed: int) -> Scores:
     from trainer.fmcnn import TrainConfig, train_fmcnn
 
     model, _hist = train_fmcnn(X_train, y_train, n_classes, TrainConfig(seed=seed))
     return np.asarray(model.predict(X_test[..., None], verbose=0, batch_size=256), np.float64)
 
 
-def fmcnn_noaug_scores(X_train, y_train, X_test, n_classes, seed):  # type: ignore[no-untyped-def]
+def fmcnn_noaug_scores(X_train: F32, y_train: I64, X_test: F32, n_classes: int, seed: int) -> Scores:
     """FMCNN without instrument augmentation: measures what augmentation buys."""
     from trainer.fmcnn import TrainConfig, train_fmcnn
 

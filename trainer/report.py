@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -17,7 +18,7 @@ from trainer.rruff import iter_files, parse_filename, parse_rruff_text
 FIGURE_MINERALS = ("Quartz", "Calcite", "Forsterite", "Gypsum", "Anatase", "Diopside")
 
 
-def _plt():  # type: ignore[no-untyped-def]
+def _plt() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")

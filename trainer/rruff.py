@@ -306,12 +306,17 @@ def load_rruff(
 
 SELECTIONS = ("paper", "min8", "all")
 
+#: `##NAMES=` values that are not a mineral: RRUFF's unidentified samples. A class of them would
+#: mix different minerals and clash with the result's `unknown` flag, so selections drop them.
+UNLABELLED_NAMES = frozenset({"unknown"})
+
 
 @dataclass(frozen=True)
 class SelectionCounts:
     name: str
     n_input: int
     n_raw_dropped: int
+    n_unlabelled_dropped: int
     n_unconfirmed_dropped: int
     n_duplicates_dropped: int
     n_small_class_dropped: int
@@ -323,7 +328,8 @@ class SelectionCounts:
 def select(spectra: list[RamanSpectrum], selection: str) -> tuple[list[RamanSpectrum], SelectionCounts]:
     """Apply a named selection (documented in docs/data.md).
 
-    - all:   Processed spectra, byte-identical duplicates removed.
+    - all:   Processed spectra with a mineral name (not RRUFF's "unknown"), byte-identical
+             duplicates removed.
     - paper: all + ##STATUS= mentions X-ray diffraction + classes with >= 2 spectra.
     - min8:  paper with >= 8 spectra per class.
     """
@@ -331,6 +337,9 @@ def select(spectra: list[RamanSpectrum], selection: str) -> tuple[list[RamanSpec
         raise InputError(f"unknown selection {selection!r}; choose one of {', '.join(SELECTIONS)}")
     kept = [s for s in spectra if s.data_type == "Processed"]
     n_raw = len(spectra) - len(kept)
+    labelled = [s for s in kept if s.mineral.strip().lower() not in UNLABELLED_NAMES]
+    n_unlabelled = len(kept) - len(labelled)
+    kept = labelled
     n_unconf = 0
     if selection != "all":
         before = len(kept)
@@ -350,6 +359,7 @@ def select(spectra: list[RamanSpectrum], selection: str) -> tuple[list[RamanSpec
         name=selection,
         n_input=len(spectra),
         n_raw_dropped=n_raw,
+        n_unlabelled_dropped=n_unlabelled,
         n_unconfirmed_dropped=n_unconf,
         n_duplicates_dropped=n_dup,
         n_small_class_dropped=len(unique) - len(final),

@@ -25,14 +25,14 @@ MAIN_BANDS = {"Gypsum": (1008.0,), "Forsterite": (824.0, 856.0), "Diopside": (66
 
 
 def test_architecture_follows_the_paper_and_is_small() -> None:
-    model = make_fmcnn(1360, 1204)
+    model = make_fmcnn(1360, 1203)
     names = [layer.name for layer in model.layers]
     order = ["conv0", "lrelu0", "bn0", "fire_squeeze", "fire_e1", "fire_e3", "fire_concat", "pool", "flatten"]
     assert [n for n in names if n in order] == order
     assert model.get_layer("lrelu0").negative_slope == pytest.approx(0.2)
     pool = model.get_layer("pool")
     assert pool.pool_size == pool.strides  # non-overlapping
-    # int8 weights ~ 1 byte per parameter: well under 500 KB even with 1,204 classes
+    # int8 weights ~ 1 byte per parameter: well under 500 KB even with 1,203 classes
     assert model.count_params() < 400_000
 
 
