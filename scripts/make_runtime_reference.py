@@ -33,9 +33,17 @@ def main() -> None:
     for i in sorted(pick):
         s = spectra[i]
         p = clf.probabilities(preprocess(s.shift_cm1, s.intensity, bundle.spec, corrected=True).values)
-        rows.append({"file": s.file, "mineral": s.mineral, "top1": bundle.labels[int(p.argmax())],
-                     "p_top1": round(float(p.max()), 6)})
-    OUT.write_text(json.dumps({"bundle_sha256": bundle.sha256, "runtime": clf.runtime, "spectra": rows}, indent=1) + "\n")
+        rows.append(
+            {
+                "file": s.file,
+                "mineral": s.mineral,
+                "top1": bundle.labels[int(p.argmax())],
+                "p_top1": round(float(p.max()), 6),
+            }
+        )
+    OUT.write_text(
+        json.dumps({"bundle_sha256": bundle.sha256, "runtime": clf.runtime, "spectra": rows}, indent=1) + "\n"
+    )
     print(f"wrote {OUT} ({len(rows)} spectra, runtime {clf.runtime})")
 
 

@@ -121,7 +121,8 @@ def cv(
             results = run_cv(ds, cfg, cache=cache or out.with_suffix(".folds.jsonl"), on_fold=on_fold)
         summary = summarize(results, cfg.models)
         protocol = "grouped by specimen" if group_by else "stratified"
-        title = f"{selection} selection, {repeats}x{folds}-fold, {protocol}: {len(ds.y)} spectra, {ds.n_classes if not group_by else len(set(ds.y.tolist()))} classes"
+        n_cls = ds.n_classes if not group_by else len(set(ds.y.tolist()))
+        title = f"{selection} selection, {repeats}x{folds}-fold, {protocol}: {len(ds.y)} spectra, {n_cls} classes"
         payload = {
             "config": {
                 "selection": selection,
@@ -170,7 +171,9 @@ def _train(
             progress.update(
                 task,
                 completed=e + 1,
-                description=f"epoch {e + 1} loss {logs['loss']:.3f} val_acc {logs.get('val_accuracy', float('nan')):.3f}",
+                description=(
+                    f"epoch {e + 1} loss {logs['loss']:.3f} val_acc {logs.get('val_accuracy', float('nan')):.3f}"
+                ),
             )
 
         model, history = train_fmcnn(ds.X, ds.y, ds.n_classes, cfg, on_epoch=on_epoch)

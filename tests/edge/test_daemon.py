@@ -127,7 +127,9 @@ def test_broker_outage_mid_stream_loses_nothing_and_keeps_order(
     print(f"\noutage: {len(results)} deliveries for {n} results ({len(results) - n} duplicates before de-dup)")
 
 
-def test_unreachable_broker_still_runs_queues_and_says_so(tmp_path: Path, emulator_factory: Any, unstarted_broker: Any) -> None:
+def test_unreachable_broker_still_runs_queues_and_says_so(
+    tmp_path: Path, emulator_factory: Any, unstarted_broker: Any
+) -> None:
     _emu, port, _gt = emulator_factory(seed=3)
     lines: list[str] = []
 
@@ -153,10 +155,31 @@ def test_unreachable_broker_still_runs_queues_and_says_so(tmp_path: Path, emulat
 def _spawn(tmp_path: Path, port: str, broker_url: str, count: int) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAMAN_EDGE_")}
     return subprocess.Popen(
-        [sys.executable, "-m", "edge.cli", "run", "--port", port, "--broker", broker_url, "--device-id", "e2e",
-         "--prefix", "test", "--outbox", str(tmp_path / "outbox.sqlite"), "--count", str(count),
-         "--drain-timeout", "20"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "edge.cli",
+            "run",
+            "--port",
+            port,
+            "--broker",
+            broker_url,
+            "--device-id",
+            "e2e",
+            "--prefix",
+            "test",
+            "--outbox",
+            str(tmp_path / "outbox.sqlite"),
+            "--count",
+            str(count),
+            "--drain-timeout",
+            "20",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 

@@ -49,8 +49,10 @@ def test_shipped_bundle_agrees_with_reference_under_this_runtime() -> None:
     max_dp = max(abs(got[f][1] - r["p_top1"]) for f, r in wanted.items())
     import numpy
 
-    print(f"\nruntime {clf.runtime} (numpy {numpy.__version__}, python {sys.version.split()[0]}): "
-          f"top-1 agreement {agree}/{len(wanted)}, max |dp| {max_dp:.4f}")
+    print(
+        f"\nruntime {clf.runtime} (numpy {numpy.__version__}, python {sys.version.split()[0]}): "
+        f"top-1 agreement {agree}/{len(wanted)}, max |dp| {max_dp:.4f}"
+    )
     # int8 kernels differ between runtime versions (XNNPACK vs reference kernels, rounding):
     # measured max |dp| 0.035 (9 output quanta) under tflite-runtime 2.14 on x86_64. No
     # answer may change; probabilities may move by a few quanta (0.05 = 12.8 quanta).

@@ -57,8 +57,23 @@ def test_cli_cv_writes_json_and_markdown(tmp_path: Path, rruff_path: Path) -> No
     out = tmp_path / "cv.json"
     res = CliRunner().invoke(
         app,
-        ["cv", "--data", str(rruff_path), "--selection", "paper", "--models", "knn,corr", "--folds", "3",
-         "--repeats", "1", "--minerals", "Quartz,Calcite,Gypsum,Dolomite", "--out", str(out)],
+        [
+            "cv",
+            "--data",
+            str(rruff_path),
+            "--selection",
+            "paper",
+            "--models",
+            "knn,corr",
+            "--folds",
+            "3",
+            "--repeats",
+            "1",
+            "--minerals",
+            "Quartz,Calcite,Gypsum,Dolomite",
+            "--out",
+            str(out),
+        ],
     )
     assert res.exit_code == 0, res.output
     data = json.loads(out.read_text())

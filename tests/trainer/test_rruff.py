@@ -113,9 +113,13 @@ def test_selections_drop_duplicates_raw_and_unconfirmed(tmp_path: Path) -> None:
         ).encode(), f"{name}__{rid}__Raman__532__0__unoriented__Raman_Data_{kind}__1.txt"
 
     items = [
-        spec("A", "R1"), spec("A", "R2"), spec("A", "R2"),  # R2 twice: byte-identical duplicate
-        spec("B", "R3"), spec("B", "R4", status="not yet confirmed"),
-        spec("C", "R5"), spec("C", "R6", kind="RAW"),
+        spec("A", "R1"),
+        spec("A", "R2"),
+        spec("A", "R2"),  # R2 twice: byte-identical duplicate
+        spec("B", "R3"),
+        spec("B", "R4", status="not yet confirmed"),
+        spec("C", "R5"),
+        spec("C", "R6", kind="RAW"),
     ]
     spectra = [parse_rruff_text(b, n) for b, n in items]
     chosen, counts = select(spectra, "paper")
