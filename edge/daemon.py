@@ -93,6 +93,24 @@ def build_result(
     )
 
 
+#: Every SPECTRUM_DECIMATION-th grid point goes out on the spectrum topic (2 cm-1 at 1 cm-1).
+SPECTRUM_DECIMATION = 2
+
+
+def spectrum_payload(result: Result, analysis: Analysis, bundle: Bundle) -> dict[str, Any]:
+    """The preprocessed model input, downsampled, joined to its result by `id`."""
+    assert analysis.values is not None
+    values = analysis.values[::SPECTRUM_DECIMATION]
+    return {
+        "schema": "raman-edge/spectrum/1",
+        "id": result.id,
+        "seq": result.seq,
+        "start_cm1": float(bundle.grid_cm1[0]),
+        "step_cm1": float(bundle.grid_cm1[1] - bundle.grid_cm1[0]) * SPECTRUM_DECIMATION,
+        "values": [round(float(v), 4) for v in values],
+    }
+
+
 def describe(result: Result) -> str:
     """One terminal line per result (what a person watching the daemon wants to see)."""
     head = f"#{result.seq:<5} frame {result.instrument.frame_seq}"
@@ -220,6 +238,8 @@ def _handle_frame(
         print(f"edge: outbox full, result not stored ({err}): {result.to_json()}", file=out, flush=True)
     else:
         print(describe(result), file=out, flush=True)
+        if cfg.publish_spectra and analysis.values is not None:
+            publisher.publish_spectrum(spectrum_payload(result, analysis, bundle))
 
 
 def run(cfg: EdgeConfig, *, stop: threading.Event | None = None, out: Any = None) -> int:

@@ -71,6 +71,10 @@ class Topics:
     def stats(self) -> str:
         return f"{self.prefix}/{self.device_id}/stats"
 
+    @property
+    def spectrum(self) -> str:
+        return f"{self.prefix}/{self.device_id}/spectrum"
+
 
 @dataclass(frozen=True, kw_only=True)
 class MqttSettings:
@@ -519,6 +523,17 @@ class Publisher:
             with self._cond:
                 self._pending = self._outbox.pending()
                 self._cond.notify_all()
+
+    def publish_spectrum(self, payload: dict[str, Any]) -> bool:
+        """Best-effort (QoS 0, not stored) copy of a preprocessed spectrum, for `publish_spectra`.
+
+        Spectra are bulky and optional: they are never queued in the outbox, so an outage
+        drops them by design while every *result* is still stored and forwarded.
+        """
+        if not self.connected:
+            return False
+        info = self._client.publish(self.topics.spectrum, json.dumps(payload, separators=(",", ":")), qos=0)
+        return info.rc == 0
 
     def _publish_stats(self) -> None:
         payload = self.stats().to_payload(self.settings.device_id)

@@ -243,3 +243,17 @@ def test_no_port_no_simulate_is_a_usage_message(tmp_path: Path) -> None:
     assert res.exit_code == 1 and "--port" in res.output and "--simulate" in res.output
     res = CliRunner().invoke(app, ["run", "--port", str(tmp_path / "ttyNONE"), "--outbox", str(tmp_path / "o.sqlite")])
     assert res.exit_code == 1 and "cannot open spectrometer" in res.output
+
+
+def test_publish_spectra_sends_the_model_input_joined_by_id(
+    tmp_path: Path, mosquitto: Any, emulator_factory: Any, subscriber_factory: Any
+) -> None:
+    _emu, port, _gt = emulator_factory(seed=6)
+    sub = subscriber_factory(mosquitto.url, "test/e2e/#")
+    assert run(config(tmp_path, port, mosquitto.url, count=3, publish_spectra=True)) == 0
+    assert sub.wait_for(lambda ms: len([m for m in ms if m.topic.endswith("/spectrum")]) >= 3, 10)
+    spectra = [json.loads(m.payload) for m in sub.messages if m.topic.endswith("/spectrum")]
+    ids = {r.id for r in results_of(sub)}
+    assert {s["id"] for s in spectra} <= ids
+    assert all(s["schema"] == "raman-edge/spectrum/1" and len(s["values"]) == 680 for s in spectra)
+    assert all(0.5 < max(s["values"]) <= 1.0 for s in spectra)  # max-normalised, then decimated
