@@ -110,7 +110,9 @@ class Broker:
 
     def start(self, timeout_s: float = 10.0) -> float:
         """Start and wait until it accepts connections; returns that moment (monotonic)."""
-        self._proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._proc = subprocess.Popen(
+            [MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         if not wait_until(self._accepts, timeout_s):
             raise RuntimeError(f"mosquitto did not start on port {self.port}")
         return time.monotonic()
@@ -339,13 +341,28 @@ def spawn_daemon(
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra_env or {})
     args = [
-        "run", "--port", port, "--broker", broker_url, "--device-id", device_id, "--prefix", prefix,
-        "--outbox", str(outbox), "--drain-timeout", f"{drain_timeout_s:g}", "--log-level", "warning",
+        "run",
+        "--port",
+        port,
+        "--broker",
+        broker_url,
+        "--device-id",
+        device_id,
+        "--prefix",
+        prefix,
+        "--outbox",
+        str(outbox),
+        "--drain-timeout",
+        f"{drain_timeout_s:g}",
+        "--log-level",
+        "warning",
     ]
     if count is not None:
         args += ["--count", str(count)]
     cmd = (argv_prefix or [PYTHON, "-m", "edge.cli"]) + args
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    )
     run = DaemonRun(proc=proc, started=time.monotonic())
     run._reader = threading.Thread(target=run._read, daemon=True)
     run._reader.start()

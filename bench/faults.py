@@ -74,8 +74,19 @@ class Params:
     def make(cls, quick: bool) -> Params:
         if not quick:
             return cls(quick=False)
-        return cls(quick=True, warmup=5, post=5, broker_down_s=8.0, clean_down_s=3.0, replug_s=2.0, corrupt_s=10.0,
-                   garbage_s=8.0, stale_lead_s=2.0, disk_full_max_s=12.0, disk_full_observe_s=5.0)
+        return cls(
+            quick=True,
+            warmup=5,
+            post=5,
+            broker_down_s=8.0,
+            clean_down_s=3.0,
+            replug_s=2.0,
+            corrupt_s=10.0,
+            garbage_s=8.0,
+            stale_lead_s=2.0,
+            disk_full_max_s=12.0,
+            disk_full_observe_s=5.0,
+        )
 
 
 @dataclass
@@ -95,8 +106,13 @@ class World:
 
     def spawn(self, **kw: Any) -> h.DaemonRun:
         kw.setdefault("integration_ms", INTEGRATION_MS)
-        run = h.spawn_daemon(port=self.emu.port, broker_url=self.broker.url, outbox=self.outbox,
-                             device_id=self.name.replace("_", "-"), **kw)
+        run = h.spawn_daemon(
+            port=self.emu.port,
+            broker_url=self.broker.url,
+            outbox=self.outbox,
+            device_id=self.name.replace("_", "-"),
+            **kw,
+        )
         self.runs.append(run)
         return run
 
@@ -117,7 +133,9 @@ class World:
     def wait_fresh(self, n: int, timeout_s: float) -> bool:
         assert self.fault_end_wall is not None
         wall = self.fault_end_wall
-        return h.wait_until(lambda: len({d.id for d in self.sub.snapshot() if d.acquired_at >= wall}) >= n, timeout_s, 0.05)
+        return h.wait_until(
+            lambda: len({d.id for d in self.sub.snapshot() if d.acquired_at >= wall}) >= n, timeout_s, 0.05
+        )
 
 
 def topic(name: str) -> str:
@@ -230,7 +248,11 @@ CASES: dict[str, tuple[str, Callable[[World, Params], None], dict[str, Any]]] = 
     "serial_replug": ("serial device disappears and comes back", case_serial_replug, {"replug": True}),
     "corrupt_1pct": ("1 % of frames corrupted (one bit flipped)", None, {"faults": {"corrupt_rate": 0.01}}),  # type: ignore[dict-item]
     "garbage_bursts": ("5 % of frames preceded by 1-199 random bytes", None, {"faults": {"garbage_rate": 0.05}}),  # type: ignore[dict-item]
-    "stale_stream": ("device already streaming an old session at connect", case_stale_stream, {"faults": {"stale_stream": True}}),
+    "stale_stream": (
+        "device already streaming an old session at connect",
+        case_stale_stream,
+        {"faults": {"stale_stream": True}},
+    ),
     "disk_full": ("outbox disk full while the broker is down", case_disk_full, {"disk_full": True}),
 }
 
@@ -262,8 +284,11 @@ def run_case(name: str, p: Params, root: Path) -> dict[str, Any]:
     broker = h.Broker(d / "mosquitto")
     broker.start()
     sub = h.Subscriber(broker.port, topic(name))
-    emu = h.TracingEmulator(EmulatorConfig(seed=zlib.crc32(name.encode()) % 1000, link=str(d / "ttyRAMAN"), rate_hz=10.0,
-                                           faults=Faults(**faults)))
+    emu = h.TracingEmulator(
+        EmulatorConfig(
+            seed=zlib.crc32(name.encode()) % 1000, link=str(d / "ttyRAMAN"), rate_hz=10.0, faults=Faults(**faults)
+        )
+    )
     outbox_dir = d / "state"
     extra: dict[str, Any] = {}
     argv_prefix = None
@@ -333,7 +358,9 @@ def analyse(w: World, title: str, rc: int | None, p: Params, elapsed: float) -> 
     frames = w.emu.frames
     light = [f for f in frames if not f.dark and f.streamed and not f.stale]
     stale = [f for f in frames if f.stale]
-    result_frames = {fs for fs in committed.values() if fs is not None} | {d.frame_seq for d in deliveries if d.frame_seq is not None}
+    result_frames = {fs for fs in committed.values() if fs is not None} | {
+        d.frame_seq for d in deliveries if d.frame_seq is not None
+    }
     last = max(result_frames | set(not_stored_frames)) if result_frames or not_stored_frames else -1
     stale_seqs = {f.seq for f in stale}
     # Frames generated up to FLUSH_S before the fault can still be in the pipe when it hits
@@ -408,18 +435,39 @@ def markdown(data: dict[str, Any]) -> str:
             continue
         c = r["frames_unprocessed_by_cause"]
         causes = ", ".join(f"{k} {v}" for k, v in c.items() if v) or "0"
-        rows.append([
-            r["case"], r["spectra_sent"], r["delivered_unique"], r["duplicated"], r["committed_lost"],
-            r["not_stored_outbox_full"], f"{r['frames_unprocessed']} ({causes})" if r["frames_unprocessed"] else "0",
-            fmt(r["fault_s"]), fmt(r["recover_fresh_s"]), fmt(r["recover_any_s"]), fmt(r["exit_code"]),
-        ])
+        rows.append(
+            [
+                r["case"],
+                r["spectra_sent"],
+                r["delivered_unique"],
+                r["duplicated"],
+                r["committed_lost"],
+                r["not_stored_outbox_full"],
+                f"{r['frames_unprocessed']} ({causes})" if r["frames_unprocessed"] else "0",
+                fmt(r["fault_s"]),
+                fmt(r["recover_fresh_s"]),
+                fmt(r["recover_any_s"]),
+                fmt(r["exit_code"]),
+            ]
+        )
     p = data["parameters"]
     lines = [
         f"# Fault matrix: `edge run` (subprocess) + Mosquitto + pty emulator{' (--quick)' if p['quick'] else ''}",
         "",
         common.md_table(
-            ["case", "sent", "delivered", "dup", "committed lost", "not stored", "frames unprocessed (cause)",
-             "fault s", "recover fresh s", "recover any s", "exit"],
+            [
+                "case",
+                "sent",
+                "delivered",
+                "dup",
+                "committed lost",
+                "not stored",
+                "frames unprocessed (cause)",
+                "fault s",
+                "recover fresh s",
+                "recover any s",
+                "exit",
+            ],
             rows,
             "lrrrrrlrrrr",
         ),
@@ -442,16 +490,26 @@ def markdown(data: dict[str, Any]) -> str:
     for r in data["cases"]:
         extra = []
         if r.get("disk_full_method"):
-            extra.append(f"disk full via **{r['disk_full_method']}**"
-                         + (f" ({r['tmpfs_bytes'] // 1024} KiB tmpfs, filler left {r.get('free_after_fill', 0) // 1024} KiB free; "
-                            f"first 'outbox full' after {r.get('outbox_full_after_s')} s)" if r.get("tmpfs_bytes") else ""))
+            extra.append(
+                f"disk full via **{r['disk_full_method']}**"
+                + (
+                    f" ({r['tmpfs_bytes'] // 1024} KiB tmpfs, filler left {r.get('free_after_fill', 0) // 1024} KiB free; "
+                    f"first 'outbox full' after {r.get('outbox_full_after_s')} s)"
+                    if r.get("tmpfs_bytes")
+                    else ""
+                )
+            )
         if r.get("disk_full_method"):
-            extra.append(f"broker back with the disk still full: {r.get('deliveries_while_still_full')} deliveries, "
-                         f"{r.get('fresh_while_still_full')} of fresh results in {r.get('broker_back_disk_still_full_s')} s, "
-                         f"{r.get('not_stored_while_still_full')} results not stored so far; fault end = filler file deleted")
+            extra.append(
+                f"broker back with the disk still full: {r.get('deliveries_while_still_full')} deliveries, "
+                f"{r.get('fresh_while_still_full')} of fresh results in {r.get('broker_back_disk_still_full_s')} s, "
+                f"{r.get('not_stored_while_still_full')} results not stored so far; fault end = filler file deleted"
+            )
         if r.get("stale_frames"):
-            extra.append(f"{r['stale_frames']} stale frames before the handshake, "
-                         f"{r['stale_frames_turned_into_results']} of them turned into results")
+            extra.append(
+                f"{r['stale_frames']} stale frames before the handshake, "
+                f"{r['stale_frames_turned_into_results']} of them turned into results"
+            )
         if r.get("notes"):
             extra.append("; ".join(r["notes"]))
         if extra:
@@ -478,7 +536,9 @@ def main(argv: list[str] | None = None) -> int:
                 rec = run_case(name, p, Path(tmp))
             except Exception as err:  # noqa: BLE001 - one broken case must not hide the others
                 rec = {"case": name, "error": f"{type(err).__name__}: {err}"}
-            common.log(f"  {json.dumps({k: rec.get(k) for k in ('spectra_sent', 'delivered_unique', 'duplicated', 'committed_lost', 'frames_unprocessed', 'recover_fresh_s', 'exit_code', 'error') if k in rec})}")
+            common.log(
+                f"  {json.dumps({k: rec.get(k) for k in ('spectra_sent', 'delivered_unique', 'duplicated', 'committed_lost', 'frames_unprocessed', 'recover_fresh_s', 'exit_code', 'error') if k in rec})}"
+            )
             results.append(rec)
     data = {
         "benchmark": NAME,

@@ -46,7 +46,9 @@ def plot(samples: list[dict[str, Any]], path: Path, title: str) -> bool:
     ax.set_xlabel("seconds since daemon start")
     ax.set_ylabel("MiB")
     ax2 = ax.twinx()
-    ax2.plot(t, [s["outbox_bytes"] / 1024 for s in samples], "-s", ms=3, color="tab:orange", label="outbox db+wal+shm (KiB)")
+    ax2.plot(
+        t, [s["outbox_bytes"] / 1024 for s in samples], "-s", ms=3, color="tab:orange", label="outbox db+wal+shm (KiB)"
+    )
     ax2.set_ylabel("KiB")
     lines = ax.get_legend_handles_labels()
     lines2 = ax2.get_legend_handles_labels()
@@ -75,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         emu = h.TracingEmulator(EmulatorConfig(seed=11, link=str(d / "ttyRAMAN")))
         emu.start()
         outbox = d / "outbox.sqlite"
-        run = h.spawn_daemon(port=emu.port, broker_url=broker.url, outbox=outbox, device_id="soak", integration_ms=INTEGRATION_MS)
+        run = h.spawn_daemon(
+            port=emu.port, broker_url=broker.url, outbox=outbox, device_id="soak", integration_ms=INTEGRATION_MS
+        )
         try:
             pid = run.pid
             h.wait_until(lambda: sub.unique_ids() >= 1 or run.proc.poll() is not None, 120, 0.01)
@@ -91,19 +95,23 @@ def main(argv: list[str] | None = None) -> int:
             while time.monotonic() - run.started < duration and run.proc.poll() is None:
                 st = h.proc_status(pid)
                 light = sum(1 for f in emu.frames if not f.dark and f.streamed and not f.stale)
-                samples.append({
-                    "t_s": round(time.monotonic() - run.started, 2),
-                    "rss_kb": st.get("VmRSS", 0),
-                    "hwm_kb": st.get("VmHWM", 0),
-                    "threads": st.get("Threads", 0),
-                    "outbox_bytes": h.file_size(outbox),
-                    "sent": light,
-                    "committed": len(run.committed),
-                    "delivered": sub.unique_ids(),
-                })
+                samples.append(
+                    {
+                        "t_s": round(time.monotonic() - run.started, 2),
+                        "rss_kb": st.get("VmRSS", 0),
+                        "hwm_kb": st.get("VmHWM", 0),
+                        "threads": st.get("Threads", 0),
+                        "outbox_bytes": h.file_size(outbox),
+                        "sent": light,
+                        "committed": len(run.committed),
+                        "delivered": sub.unique_ids(),
+                    }
+                )
                 if len(samples) % 12 == 0:
                     s = samples[-1]
-                    common.log(f"t={s['t_s']:.0f}s rss={s['rss_kb'] / 1024:.1f} MiB outbox={s['outbox_bytes'] / 1024:.0f} KiB delivered={s['delivered']}")
+                    common.log(
+                        f"t={s['t_s']:.0f}s rss={s['rss_kb'] / 1024:.1f} MiB outbox={s['outbox_bytes'] / 1024:.0f} KiB delivered={s['delivered']}"
+                    )
                 next_t += SAMPLE_S
                 time.sleep(max(0.0, next_t - time.monotonic()))
             final = h.proc_status(pid)
@@ -155,8 +163,13 @@ def main(argv: list[str] | None = None) -> int:
     plotted = plot(samples, png, f"edge run at {1000 // INTEGRATION_MS} spectra/s for {duration:g} s")
     data = {
         "benchmark": NAME,
-        "parameters": {"quick": args.quick, "duration_s": duration, "integration_ms": INTEGRATION_MS,
-                       "rate_hz": 1000 / INTEGRATION_MS, "sample_s": SAMPLE_S},
+        "parameters": {
+            "quick": args.quick,
+            "duration_s": duration,
+            "integration_ms": INTEGRATION_MS,
+            "rate_hz": 1000 / INTEGRATION_MS,
+            "sample_s": SAMPLE_S,
+        },
         "machine": machine,
         "summary": summary,
         "samples": samples,
@@ -169,41 +182,78 @@ def main(argv: list[str] | None = None) -> int:
 
     every = max(1, len(samples) // 12)
     table_samples = samples[::every] + ([samples[-1]] if samples and (len(samples) - 1) % every else [])
-    md = "\n".join([
-        f"# Soak: `edge run` at {1000 // INTEGRATION_MS} spectra/s for {duration:g} s{' (--quick)' if args.quick else ''}",
-        "",
-        common.md_table(["metric", "value"], [
-            ["cold start: process start -> first result delivered", f"{cold_start:.2f} s" if cold_start else "-"],
-            ["cold start: process start -> first result committed (stdout)", f"{first_commit:.2f} s" if first_commit else "-"],
-            ["RSS start / end / max (MiB)", f"{mib(s['rss_start_mib'])} / {mib(s['rss_end_mib'])} / {mib(s['rss_max_mib'])}"],
-            ["RSS growth start -> end (MiB)", mib(s["rss_growth_mib"])],
-            ["RSS slope over the second half (MiB/h)", mib(s["rss_slope_second_half_mib_per_h"])],
-            ["peak RSS (VmHWM, MiB)", mib(s["peak_rss_vmhwm_mib"])],
-            ["outbox db+wal+shm start / end / max (KiB)",
-             f"{(s['outbox_bytes_start'] or 0) / 1024:.0f} / {(s['outbox_bytes_end'] or 0) / 1024:.0f} / {(s['outbox_bytes_max'] or 0) / 1024:.0f}"],
-            ["spectra sent / results committed / delivered (unique) / deliveries",
-             f"{s['sent']} / {s['committed']} / {s['delivered_unique']} / {s['deliveries']}"],
-            ["committed but not delivered", s["committed_lost"]],
-            ["sent frames without a result", s["frames_missing"]],
-            ["exit code after SIGTERM", s["exit_code"]],
-            ["TensorFlow libraries mapped in the daemon", ", ".join(Path(x).name for x in s["tensorflow_mapped"]) or "none"],
-            ["TFLite runtime libraries mapped", ", ".join(Path(x).name for x in s["tflite_runtime_mapped"]) or "none"],
-        ], "lr"),
-        "",
-        "Samples (every 5 s; subset):",
-        "",
-        common.md_table(["t s", "VmRSS MiB", "VmHWM MiB", "threads", "outbox KiB", "sent", "committed", "delivered"], [
-            [f"{x['t_s']:.0f}", f"{x['rss_kb'] / 1024:.1f}", f"{x['hwm_kb'] / 1024:.1f}", x["threads"],
-             f"{x['outbox_bytes'] / 1024:.0f}", x["sent"], x["committed"], x["delivered"]] for x in table_samples
-        ]),
-        "",
-        (f"![RSS and outbox size over time]({png.name})" if plotted else "(matplotlib missing: no plot)"),
-        "",
-        "TensorFlow check: /proc/PID/maps of the running daemon, 2 s after its first result, searched for "
-        "'tensorflow'; runtime libraries matched on 'litert'/'tflite'.",
-        "",
-        f"Total run time {data['elapsed_s']:.0f} s. " + h.machine_md(machine),
-    ])
+    md = "\n".join(
+        [
+            f"# Soak: `edge run` at {1000 // INTEGRATION_MS} spectra/s for {duration:g} s{' (--quick)' if args.quick else ''}",
+            "",
+            common.md_table(
+                ["metric", "value"],
+                [
+                    [
+                        "cold start: process start -> first result delivered",
+                        f"{cold_start:.2f} s" if cold_start else "-",
+                    ],
+                    [
+                        "cold start: process start -> first result committed (stdout)",
+                        f"{first_commit:.2f} s" if first_commit else "-",
+                    ],
+                    [
+                        "RSS start / end / max (MiB)",
+                        f"{mib(s['rss_start_mib'])} / {mib(s['rss_end_mib'])} / {mib(s['rss_max_mib'])}",
+                    ],
+                    ["RSS growth start -> end (MiB)", mib(s["rss_growth_mib"])],
+                    ["RSS slope over the second half (MiB/h)", mib(s["rss_slope_second_half_mib_per_h"])],
+                    ["peak RSS (VmHWM, MiB)", mib(s["peak_rss_vmhwm_mib"])],
+                    [
+                        "outbox db+wal+shm start / end / max (KiB)",
+                        f"{(s['outbox_bytes_start'] or 0) / 1024:.0f} / {(s['outbox_bytes_end'] or 0) / 1024:.0f} / {(s['outbox_bytes_max'] or 0) / 1024:.0f}",
+                    ],
+                    [
+                        "spectra sent / results committed / delivered (unique) / deliveries",
+                        f"{s['sent']} / {s['committed']} / {s['delivered_unique']} / {s['deliveries']}",
+                    ],
+                    ["committed but not delivered", s["committed_lost"]],
+                    ["sent frames without a result", s["frames_missing"]],
+                    ["exit code after SIGTERM", s["exit_code"]],
+                    [
+                        "TensorFlow libraries mapped in the daemon",
+                        ", ".join(Path(x).name for x in s["tensorflow_mapped"]) or "none",
+                    ],
+                    [
+                        "TFLite runtime libraries mapped",
+                        ", ".join(Path(x).name for x in s["tflite_runtime_mapped"]) or "none",
+                    ],
+                ],
+                "lr",
+            ),
+            "",
+            "Samples (every 5 s; subset):",
+            "",
+            common.md_table(
+                ["t s", "VmRSS MiB", "VmHWM MiB", "threads", "outbox KiB", "sent", "committed", "delivered"],
+                [
+                    [
+                        f"{x['t_s']:.0f}",
+                        f"{x['rss_kb'] / 1024:.1f}",
+                        f"{x['hwm_kb'] / 1024:.1f}",
+                        x["threads"],
+                        f"{x['outbox_bytes'] / 1024:.0f}",
+                        x["sent"],
+                        x["committed"],
+                        x["delivered"],
+                    ]
+                    for x in table_samples
+                ],
+            ),
+            "",
+            (f"![RSS and outbox size over time]({png.name})" if plotted else "(matplotlib missing: no plot)"),
+            "",
+            "TensorFlow check: /proc/PID/maps of the running daemon, 2 s after its first result, searched for "
+            "'tensorflow'; runtime libraries matched on 'litert'/'tflite'.",
+            "",
+            f"Total run time {data['elapsed_s']:.0f} s. " + h.machine_md(machine),
+        ]
+    )
     jpath, mpath = common.write_results(args.out, NAME, data, md)
     common.log(f"wrote {jpath}, {mpath}{', ' + str(png) if plotted else ''} in {data['elapsed_s']:.0f} s")
     return 0

@@ -53,7 +53,9 @@ def frame_bytes(pixels: int, kind: str) -> int:
         counts[::97] += 20000  # a few peaks
     else:
         counts = np.full(pixels, 0x0101, dtype=np.uint16)
-    frame = m.SpectrumFrame(seq=123456, timestamp_ms=987654, integration_ms=100, averages=1, flags=0x0018, counts=counts)
+    frame = m.SpectrumFrame(
+        seq=123456, timestamp_ms=987654, integration_ms=100, averages=1, flags=0x0018, counts=counts
+    )
     return len(Codec("binary").encode(frame))
 
 
@@ -66,8 +68,15 @@ def measure(pixels: int, period_ms: int, duration_s: float, warm_s: float, tmp: 
     emu.start()
     run = None
     try:
-        run = h.spawn_daemon(port=emu.port, broker_url=broker.url, outbox=d / "outbox.sqlite", device_id=f"tp-{tag}",
-                             prefix="bench", integration_ms=period_ms, drain_timeout_s=60)
+        run = h.spawn_daemon(
+            port=emu.port,
+            broker_url=broker.url,
+            outbox=d / "outbox.sqlite",
+            device_id=f"tp-{tag}",
+            prefix="bench",
+            integration_ms=period_ms,
+            drain_timeout_s=60,
+        )
         if not h.wait_until(lambda: sub.unique_ids() >= 1, 90, 0.05):
             raise RuntimeError(f"no result within 90 s: {run.tail(5)}")
         time.sleep(warm_s)
@@ -123,43 +132,83 @@ def markdown(data: dict[str, Any]) -> str:
     p = data["parameters"]
     rows = []
     for r in data["runs"]:
-        rows.append([
-            r["phase"], r["pixels"], r["period_ms"], f"{r['emulator_generated_per_s']:.1f}", f"{r['delivered_per_s']:.2f}",
-            r["delivered_in_window"], r["committed_lost"], r["outbox_seq_gaps"], f"{r['frames_missing']} / {r['frames_in_range']}",
-            "yes" if r["zero_loss"] else "no", r["exit_code"],
-        ])
+        rows.append(
+            [
+                r["phase"],
+                r["pixels"],
+                r["period_ms"],
+                f"{r['emulator_generated_per_s']:.1f}",
+                f"{r['delivered_per_s']:.2f}",
+                r["delivered_in_window"],
+                r["committed_lost"],
+                r["outbox_seq_gaps"],
+                f"{r['frames_missing']} / {r['frames_in_range']}",
+                "yes" if r["zero_loss"] else "no",
+                r["exit_code"],
+            ]
+        )
     link_rows = []
     for lk in data["link"]:
-        link_rows.append([
-            f"{lk['pixels']} px ({lk['kind']})", lk["frame_bytes"], f"{lk['usb_cdc_spectra_per_s']:.0f}",
-            f"{lk['usb_raw_spectra_per_s']:.0f}", f"{lk['zero_loss_rate_vs_cdc']:.4f}" if lk["zero_loss_rate_vs_cdc"] is not None else "-",
-            f"{lk['max_rate_vs_cdc']:.4f}",
-        ])
+        link_rows.append(
+            [
+                f"{lk['pixels']} px ({lk['kind']})",
+                lk["frame_bytes"],
+                f"{lk['usb_cdc_spectra_per_s']:.0f}",
+                f"{lk['usb_raw_spectra_per_s']:.0f}",
+                f"{lk['zero_loss_rate_vs_cdc']:.4f}" if lk["zero_loss_rate_vs_cdc"] is not None else "-",
+                f"{lk['max_rate_vs_cdc']:.4f}",
+            ]
+        )
     zl = data["zero_loss_rate"]
-    return "\n".join([
-        f"# Throughput: emulator (pty) -> `edge run` -> Mosquitto -> subscriber{' (--quick)' if p['quick'] else ''}",
-        "",
-        common.md_table(
-            ["phase", "pixels", "period ms", "generated/s", "delivered/s", "delivered", "committed lost", "outbox seq gaps",
-             "frames missing / in range", "zero loss", "exit"],
-            rows,
-        ),
-        "",
-        f"Highest rate shown loss-free end to end: **{zl:.2f} spectra/s**" if zl else "No loss-free run: see the table.",
-        "",
-        "USB full-speed CDC line rate for one spectrum frame (sizes from the real codec: header, CRC, COBS, delimiters):",
-        "",
-        common.md_table(["frame", "bytes", "spectra/s at ~1 MB/s CDC", "at 12 Mbit/s raw", "zero-loss rate / CDC", "max-phase rate / CDC"], link_rows),
-        "",
-        f"- Measured over {p['duration_s']} s after {p['warm_s']} s warm-up (window counted by subscriber arrival time). "
-        "generated/s: spectra the emulator produced (in the max phase most are dropped by its 64 KiB transmit buffer "
-        "because the daemon reads slower). frames missing: light frames between the first and last that became a "
-        "result, with no result.",
-        "- The link is not the bottleneck: the daemon's per-spectrum analysis (preprocess, int8 classifier, peak "
-        "deconvolution) and its fsync'd outbox commit are, on this shared 2-core machine.",
-        "",
-        f"Total run time {data['elapsed_s']:.0f} s. " + h.machine_md(data["machine"]),
-    ])
+    return "\n".join(
+        [
+            f"# Throughput: emulator (pty) -> `edge run` -> Mosquitto -> subscriber{' (--quick)' if p['quick'] else ''}",
+            "",
+            common.md_table(
+                [
+                    "phase",
+                    "pixels",
+                    "period ms",
+                    "generated/s",
+                    "delivered/s",
+                    "delivered",
+                    "committed lost",
+                    "outbox seq gaps",
+                    "frames missing / in range",
+                    "zero loss",
+                    "exit",
+                ],
+                rows,
+            ),
+            "",
+            f"Highest rate shown loss-free end to end: **{zl:.2f} spectra/s**"
+            if zl
+            else "No loss-free run: see the table.",
+            "",
+            "USB full-speed CDC line rate for one spectrum frame (sizes from the real codec: header, CRC, COBS, delimiters):",
+            "",
+            common.md_table(
+                [
+                    "frame",
+                    "bytes",
+                    "spectra/s at ~1 MB/s CDC",
+                    "at 12 Mbit/s raw",
+                    "zero-loss rate / CDC",
+                    "max-phase rate / CDC",
+                ],
+                link_rows,
+            ),
+            "",
+            f"- Measured over {p['duration_s']} s after {p['warm_s']} s warm-up (window counted by subscriber arrival time). "
+            "generated/s: spectra the emulator produced (in the max phase most are dropped by its 64 KiB transmit buffer "
+            "because the daemon reads slower). frames missing: light frames between the first and last that became a "
+            "result, with no result.",
+            "- The link is not the bottleneck: the daemon's per-spectrum analysis (preprocess, int8 classifier, peak "
+            "deconvolution) and its fsync'd outbox commit are, on this shared 2-core machine.",
+            "",
+            f"Total run time {data['elapsed_s']:.0f} s. " + h.machine_md(data["machine"]),
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,29 +226,43 @@ def main(argv: list[str] | None = None) -> int:
         r = measure(1024, 1, duration, warm, Path(tmp), "max")
         r["phase"] = "max (1 ms period)"
         runs.append(r)
-        common.log(f"  delivered {r['delivered_per_s']:.2f}/s, generated {r['emulator_generated_per_s']:.1f}/s, lost committed {r['committed_lost']}")
+        common.log(
+            f"  delivered {r['delivered_per_s']:.2f}/s, generated {r['emulator_generated_per_s']:.1f}/s, lost committed {r['committed_lost']}"
+        )
         period = max(1, math.ceil(1.25 * 1000.0 / max(r["delivered_per_s"], 0.1)))
         common.log(f"zero-loss phase: {period} ms period, {duration:g} s")
         z = measure(1024, period, duration, warm, Path(tmp), "zl")
         z["phase"] = f"zero-loss ({period} ms period)"
         runs.append(z)
-        common.log(f"  delivered {z['delivered_per_s']:.2f}/s, missing frames {z['frames_missing']}, zero loss {z['zero_loss']}")
+        common.log(
+            f"  delivered {z['delivered_per_s']:.2f}/s, missing frames {z['frames_missing']}, zero loss {z['zero_loss']}"
+        )
     zero_loss_rate = max((x["delivered_per_s"] for x in runs if x["zero_loss"]), default=None)
     link = []
     for pixels in (1024, 1360):
         for kind in ("typical", "worst"):
             nbytes = frame_bytes(pixels, kind)
             cdc = USB_FS_CDC_BPS / nbytes
-            link.append({
-                "pixels": pixels, "kind": kind, "frame_bytes": nbytes, "usb_cdc_spectra_per_s": cdc,
-                "usb_raw_spectra_per_s": USB_FS_RAW_BPS / nbytes,
-                "zero_loss_rate_vs_cdc": zero_loss_rate / cdc if zero_loss_rate else None,
-                "max_rate_vs_cdc": runs[0]["delivered_per_s"] / cdc,
-            })
+            link.append(
+                {
+                    "pixels": pixels,
+                    "kind": kind,
+                    "frame_bytes": nbytes,
+                    "usb_cdc_spectra_per_s": cdc,
+                    "usb_raw_spectra_per_s": USB_FS_RAW_BPS / nbytes,
+                    "zero_loss_rate_vs_cdc": zero_loss_rate / cdc if zero_loss_rate else None,
+                    "max_rate_vs_cdc": runs[0]["delivered_per_s"] / cdc,
+                }
+            )
     data = {
         "benchmark": NAME,
-        "parameters": {"quick": args.quick, "duration_s": duration, "warm_s": warm, "usb_cdc_bytes_per_s": USB_FS_CDC_BPS,
-                       "usb_raw_bytes_per_s": USB_FS_RAW_BPS},
+        "parameters": {
+            "quick": args.quick,
+            "duration_s": duration,
+            "warm_s": warm,
+            "usb_cdc_bytes_per_s": USB_FS_CDC_BPS,
+            "usb_raw_bytes_per_s": USB_FS_RAW_BPS,
+        },
         "machine": machine,
         "runs": runs,
         "zero_loss_rate": zero_loss_rate,
