@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             libs = h.mapped_libraries(pid)
             tf_libs = [x for x in libs if "tensorflow" in x.lower()]
             runtime_libs = [x for x in libs if "litert" in x.lower() or "tflite" in x.lower()]
-            next_t = run.started
+            next_t = time.monotonic()  # sample from now on, every SAMPLE_S (no catch-up burst)
             while time.monotonic() - run.started < duration and run.proc.poll() is None:
                 st = h.proc_status(pid)
                 light = sum(1 for f in emu.frames if not f.dark and f.streamed and not f.stale)
@@ -102,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
                         "hwm_kb": st.get("VmHWM", 0),
                         "threads": st.get("Threads", 0),
                         "outbox_bytes": h.file_size(outbox),
+                    "outbox_db_bytes": outbox.stat().st_size if outbox.exists() else 0,
+                    "outbox_wal_bytes": Path(f"{outbox}-wal").stat().st_size if Path(f"{outbox}-wal").exists() else 0,
                         "sent": light,
                         "committed": len(run.committed),
                         "delivered": sub.unique_ids(),
@@ -230,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
             "Samples (every 5 s; subset):",
             "",
             common.md_table(
-                ["t s", "VmRSS MiB", "VmHWM MiB", "threads", "outbox KiB", "sent", "committed", "delivered"],
+                ["t s", "VmRSS MiB", "VmHWM MiB", "threads", "outbox KiB", "of which WAL", "sent", "committed", "delivered"],
                 [
                     [
                         f"{x['t_s']:.0f}",
@@ -238,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"{x['hwm_kb'] / 1024:.1f}",
                         x["threads"],
                         f"{x['outbox_bytes'] / 1024:.0f}",
+                        f"{x['outbox_wal_bytes'] / 1024:.0f}",
                         x["sent"],
                         x["committed"],
                         x["delivered"],
