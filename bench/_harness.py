@@ -152,7 +152,7 @@ class Delivery:
 class Subscriber:
     """paho subscriber, persistent session (clean_session=False), QoS 1, every delivery kept."""
 
-    def __init__(self, port: int, topic: str) -> None:
+    def __init__(self, port: int, topic: str, reconnect_delay_s: int = 1) -> None:
         self.deliveries: list[Delivery] = []
         self.other: list[tuple[float, str, bytes]] = []
         self.bad_payloads = 0
@@ -165,7 +165,7 @@ class Subscriber:
             client_id=f"bench-sub-{uuid.uuid4().hex[:8]}",
             clean_session=False,
         )
-        self.client.reconnect_delay_set(1, 1)
+        self.client.reconnect_delay_set(reconnect_delay_s, reconnect_delay_s)
         self.client.max_inflight_messages_set(100)
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda c, u, mid, rcs, p: self._subscribed.set()
@@ -399,10 +399,8 @@ def file_size(path: Path) -> int:
     """Bytes of a SQLite database including its -wal and -shm side files."""
     total = 0
     for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
-        try:
+        if p.exists():
             total += p.stat().st_size
-        except OSError:
-            pass
     return total
 
 

@@ -244,6 +244,11 @@ def case_disk_full(w: World, p: Params) -> None:
 CASES: dict[str, tuple[str, Callable[[World, Params], None], dict[str, Any]]] = {
     "broker_outage": ("broker stopped, restarted (persistence on)", case_broker_outage, {}),
     "broker_clean_session": ("broker restarted with no state (sessions lost)", case_broker_clean_session, {}),
+    "broker_clean_session_slow_consumer": (
+        "as above, the consumer reconnects 8 s after the broker is back",
+        case_broker_clean_session,
+        {"sub_reconnect_s": 8},
+    ),
     "daemon_sigkill": ("daemon SIGKILLed mid-stream, restarted on the same outbox", case_daemon_sigkill, {}),
     "serial_replug": ("serial device disappears and comes back", case_serial_replug, {"replug": True}),
     "corrupt_1pct": ("1 % of frames corrupted (one bit flipped)", None, {"faults": {"corrupt_rate": 0.01}}),  # type: ignore[dict-item]
@@ -283,7 +288,7 @@ def run_case(name: str, p: Params, root: Path) -> dict[str, Any]:
         faults.update(disconnect_after=p.warmup + 20, reconnect_after_s=p.replug_s)
     broker = h.Broker(d / "mosquitto")
     broker.start()
-    sub = h.Subscriber(broker.port, topic(name))
+    sub = h.Subscriber(broker.port, topic(name), reconnect_delay_s=opts.get("sub_reconnect_s", 1))
     emu = h.TracingEmulator(
         EmulatorConfig(
             seed=zlib.crc32(name.encode()) % 1000, link=str(d / "ttyRAMAN"), rate_hz=10.0, faults=Faults(**faults)
@@ -433,11 +438,12 @@ def markdown(data: dict[str, Any]) -> str:
         if "error" in r:
             rows.append([r["case"], "error: " + r["error"]] + [""] * 9)
             continue
+        mark = " (re-run, merged)" if r.get("merged_run") else ""
         c = r["frames_unprocessed_by_cause"]
         causes = ", ".join(f"{k} {v}" for k, v in c.items() if v) or "0"
         rows.append(
             [
-                r["case"],
+                r["case"] + mark,
                 r["spectra_sent"],
                 r["delivered_unique"],
                 r["duplicated"],
@@ -523,6 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="short faults (finishes in < 2 minutes)")
     ap.add_argument("--out", type=Path, default=common.DEFAULT_OUT)
     ap.add_argument("--only", default="", help="comma-separated case names")
+    ap.add_argument("--merge", action="store_true", help="replace only these cases in an existing faults.json")
     args = ap.parse_args(argv)
     p = Params.make(args.quick)
     names = [n for n in args.only.split(",") if n] or list(CASES)
@@ -547,6 +554,23 @@ def main(argv: list[str] | None = None) -> int:
         "cases": results,
         "elapsed_s": time.monotonic() - t0,
     }
+    previous = args.out / f"{NAME}.json"
+    if args.merge and previous.exists():
+        old = json.loads(previous.read_text())
+        if old["parameters"]["quick"] != p.quick:
+            raise SystemExit("--merge: the existing results were run with a different --quick setting")
+        by_name = {c["case"]: c for c in old["cases"]}
+        for rec in results:
+            rec["merged_run"] = {"date_utc": machine["date_utc"], "loadavg_start": machine["loadavg_start"]}
+            by_name[rec["case"]] = rec
+        merged = [by_name[n] for n in CASES if n in by_name]
+        data = {
+            **old,
+            "parameters": {**old["parameters"], "cases": [c["case"] for c in merged]},
+            "cases": merged,
+            "elapsed_s": old["elapsed_s"] + data["elapsed_s"],
+            "merged": [*old.get("merged", []), {"cases": names, "machine": machine}],
+        }
     jpath, mpath = common.write_results(args.out, NAME, data, markdown(data))
     common.log(f"wrote {jpath} and {mpath} in {data['elapsed_s']:.0f} s")
     return 0

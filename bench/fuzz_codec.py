@@ -382,7 +382,8 @@ def one(data):
         # Record and go on, so one known bug does not end the campaign at its first hit.
         tb = traceback.extract_tb(err.__traceback__)[-1]
         sig = f"{type(err).__name__} at {Path(tb.filename).name}:{tb.lineno} ({tb.name})"
-        e = SIGS.setdefault(sig, {"count": 0, "mode": mode, "first_input_hex": body[:200].hex(), "message": str(err)[:200]})
+        first = {"count": 0, "mode": mode, "first_input_hex": body[:200].hex(), "message": str(err)[:200]}
+        e = SIGS.setdefault(sig, first)
         e["count"] += 1
         if e["count"] == 1 or e["count"] % 1000 == 0:
             Path(OUT).write_text(json.dumps(SIGS))
@@ -440,9 +441,9 @@ def main(argv: list[str] | None = None) -> int:
     budget = (
         {"random": 3000, "mutated": 2000, "garbage_between": 1000, "text": 1000}
         if args.quick
-        else {"random": 150_000, "mutated": 30_000, "garbage_between": 15_000, "text": 10_000}
+        else {"random": 100_000, "mutated": 20_000, "garbage_between": 10_000, "text": 10_000}
     )
-    atheris_runs = 20_000 if args.quick else 300_000
+    atheris_runs = 20_000 if args.quick else 200_000
     machine = common.machine_info()
     machine["packages"]["hypothesis"] = common.package_versions(["hypothesis"])["hypothesis"]
     t0 = time.perf_counter()
@@ -517,11 +518,12 @@ def main(argv: list[str] | None = None) -> int:
                     f"{_BUFFER_LIMIT['binary']} / {_BUFFER_LIMIT['line']} / {_BUFFER_LIMIT['auto']})",
                     " / ".join(str(tot["max_buffered"][k]) for k in MODES),
                 ],
-                ["max pending events (limit %d)" % MAX_PENDING_EVENTS, tot["max_pending_events"]],
+                [f"max pending events (limit {MAX_PENDING_EVENTS})", tot["max_pending_events"]],
                 ["events: messages / FrameErrors", f"{tot['messages']:,} / {tot['frame_errors']:,}"],
                 [
                     "intact frames between garbage decoded",
-                    f"{tot['resync_frames_checked'] - tot['resync_frames_missing']:,} of {tot['resync_frames_checked']:,}",
+                    f"{tot['resync_frames_checked'] - tot['resync_frames_missing']:,} "
+                    f"of {tot['resync_frames_checked']:,}",
                 ],
                 ["phantom messages decoded from garbage", tot["phantom_messages"]],
             ],
@@ -534,7 +536,8 @@ def main(argv: list[str] | None = None) -> int:
         lines += [
             f"atheris (libFuzzer, coverage-guided; installed with `pip install --target`, not a project dependency): "
             f"{st_.get('number_of_executed_units', '?')} executions in {atheris['seconds']:.0f} s, "
-            f"libFuzzer exit {'abnormal (see json)' if atheris['crashed'] else 'normal'}; exceptions caught and recorded "
+            f"libFuzzer exit {'abnormal (see json)' if atheris['crashed'] else 'normal'}; "
+            "exceptions caught and recorded "
             f"by site: {sum(v['count'] for v in atheris['signatures'].values())} in "
             f"{len(atheris['signatures'])} distinct site(s); peak RSS {st_.get('peak_rss_mb', '?')} MB.",
             "",
