@@ -157,6 +157,7 @@ class Subscriber:
         self.other: list[tuple[float, str, bytes]] = []
         self.bad_payloads = 0
         self.connects = 0
+        self.connect_times: list[float] = []
         self.topic = topic
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
@@ -177,6 +178,7 @@ class Subscriber:
 
     def _on_connect(self, c: Any, _u: Any, _f: Any, _rc: Any, _p: Any) -> None:
         self.connects += 1
+        self.connect_times.append(time.monotonic())
         c.subscribe(self.topic, qos=1)
 
     def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:

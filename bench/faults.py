@@ -31,6 +31,7 @@ Definitions (see `_harness.py` for the records they come from):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import subprocess
@@ -245,7 +246,7 @@ CASES: dict[str, tuple[str, Callable[[World, Params], None], dict[str, Any]]] = 
     "broker_outage": ("broker stopped, restarted (persistence on)", case_broker_outage, {}),
     "broker_clean_session": ("broker restarted with no state (sessions lost)", case_broker_clean_session, {}),
     "broker_clean_session_slow_consumer": (
-        "as above, the consumer reconnects 8 s after the broker is back",
+        "as above, but the consumer retries its connection only every 8 s",
         case_broker_clean_session,
         {"sub_reconnect_s": 8},
     ),
@@ -355,10 +356,8 @@ def analyse(w: World, title: str, rc: int | None, p: Params, elapsed: float) -> 
     for r in w.runs:
         for _, line in r.lines:
             if line.startswith("edge: outbox full") and "{" in line:
-                try:
+                with contextlib.suppress(ValueError, KeyError, TypeError):
                     not_stored_frames.append(json.loads(line[line.index("{") :])["instrument"]["frame_seq"])
-                except (ValueError, KeyError, TypeError):
-                    pass
     committed_lost = sorted(set(committed) - delivered_seqs)
     frames = w.emu.frames
     light = [f for f in frames if not f.dark and f.streamed and not f.stale]
@@ -418,6 +417,9 @@ def analyse(w: World, title: str, rc: int | None, p: Params, elapsed: float) -> 
         "daemon_runs": len(w.runs),
         "emulator_stats": dict(w.emu.stats.__dict__),
         "subscriber_connects": w.sub.connects,
+        "subscriber_back_after_s": next(
+            (round(t - w.fault_end, 2) for t in w.sub.connect_times if w.fault_end and t >= w.fault_end), None
+        ),
         "case_s": round(elapsed, 1),
         "notes": w.notes,
         **w.extra,
@@ -426,6 +428,18 @@ def analyse(w: World, title: str, rc: int | None, p: Params, elapsed: float) -> 
         rec["recover_fresh_s"] = rec["recover_any_s"] = rec["fault_s"] = None
     rec["daemon_tail"] = w.daemon.tail(3)
     return rec
+
+
+LOG_KEYS = (
+    "spectra_sent",
+    "delivered_unique",
+    "duplicated",
+    "committed_lost",
+    "frames_unprocessed",
+    "recover_fresh_s",
+    "exit_code",
+    "error",
+)
 
 
 def fmt(v: Any) -> str:
@@ -438,7 +452,7 @@ def markdown(data: dict[str, Any]) -> str:
         if "error" in r:
             rows.append([r["case"], "error: " + r["error"]] + [""] * 9)
             continue
-        mark = " (re-run, merged)" if r.get("merged_run") else ""
+        mark = " (separate run, merged)" if r.get("merged_run") else ""
         c = r["frames_unprocessed_by_cause"]
         causes = ", ".join(f"{k} {v}" for k, v in c.items() if v) or "0"
         rows.append(
@@ -479,12 +493,14 @@ def markdown(data: dict[str, Any]) -> str:
         ),
         "",
         "- **sent**: light spectra the emulator generated for the daemon's stream, up to the last one that became a "
-        "result (later ones were in flight when the daemon was stopped; stale-session frames and dark replies excluded). **delivered**: unique result ids at the subscriber (persistent session, QoS 1); "
+        "result (later ones were in flight when the daemon was stopped; stale-session frames and dark replies "
+        "excluded). **delivered**: unique result ids at the subscriber (persistent session, QoS 1); "
         "**dup** = deliveries - unique ids (before de-duplication).",
         "- **committed lost**: results the daemon printed as committed to its outbox that never reached the "
         "subscriber. **not stored**: results built but refused by a full outbox (printed whole on stdout).",
         "- **frames unprocessed**: sent frames up to the last one that became a result, with no result; "
-        "*fault_window* = from 0.5 s before the fault start (frames still in the pipe) to the first fresh result, *tx_overflow* = the emulator's 64 KiB "
+        "*fault_window* = from 0.5 s before the fault start (frames still in the pipe) to the first fresh result, "
+        "*tx_overflow* = the emulator's 64 KiB "
         "transmit buffer was full because no host was reading.",
         "- **recover fresh**: fault end -> first delivered result acquired after the fault end; **recover any**: "
         "fault end -> first delivery of any result (the outbox backlog). **exit**: code of the last daemon run "
@@ -499,7 +515,8 @@ def markdown(data: dict[str, Any]) -> str:
             extra.append(
                 f"disk full via **{r['disk_full_method']}**"
                 + (
-                    f" ({r['tmpfs_bytes'] // 1024} KiB tmpfs, filler left {r.get('free_after_fill', 0) // 1024} KiB free; "
+                    f" ({r['tmpfs_bytes'] // 1024} KiB tmpfs, filler left "
+                    f"{r.get('free_after_fill', 0) // 1024} KiB free; "
                     f"first 'outbox full' after {r.get('outbox_full_after_s')} s)"
                     if r.get("tmpfs_bytes")
                     else ""
@@ -510,6 +527,12 @@ def markdown(data: dict[str, Any]) -> str:
                 f"broker back with the disk still full: {r.get('deliveries_while_still_full')} deliveries, "
                 f"{r.get('fresh_while_still_full')} of fresh results in {r.get('broker_back_disk_still_full_s')} s, "
                 f"{r.get('not_stored_while_still_full')} results not stored so far; fault end = filler file deleted"
+            )
+        if r["case"].startswith("broker_clean") and r.get("subscriber_back_after_s") is not None:
+            extra.append(
+                f"the consumer was subscribed again {r['subscriber_back_after_s']} s after the broker came back; "
+                f"the daemon had {r['committed_lost']} results acknowledged by a broker that no longer had the "
+                "consumer's session"
             )
         if r.get("stale_frames"):
             extra.append(
@@ -530,7 +553,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=common.DEFAULT_OUT)
     ap.add_argument("--only", default="", help="comma-separated case names")
     ap.add_argument("--merge", action="store_true", help="replace only these cases in an existing faults.json")
+    ap.add_argument("--md-only", action="store_true", help="re-render faults.md from the existing faults.json")
     args = ap.parse_args(argv)
+    if args.md_only:
+        data = json.loads((args.out / f"{NAME}.json").read_text())
+        (args.out / f"{NAME}.md").write_text(markdown(data).rstrip() + "\n")
+        return 0
     p = Params.make(args.quick)
     names = [n for n in args.only.split(",") if n] or list(CASES)
     machine = h.base_machine()
@@ -543,9 +571,7 @@ def main(argv: list[str] | None = None) -> int:
                 rec = run_case(name, p, Path(tmp))
             except Exception as err:  # noqa: BLE001 - one broken case must not hide the others
                 rec = {"case": name, "error": f"{type(err).__name__}: {err}"}
-            common.log(
-                f"  {json.dumps({k: rec.get(k) for k in ('spectra_sent', 'delivered_unique', 'duplicated', 'committed_lost', 'frames_unprocessed', 'recover_fresh_s', 'exit_code', 'error') if k in rec})}"
-            )
+            common.log("  " + json.dumps({k: rec[k] for k in LOG_KEYS if k in rec}))
             results.append(rec)
     data = {
         "benchmark": NAME,

@@ -102,8 +102,10 @@ def main(argv: list[str] | None = None) -> int:
                         "hwm_kb": st.get("VmHWM", 0),
                         "threads": st.get("Threads", 0),
                         "outbox_bytes": h.file_size(outbox),
-                    "outbox_db_bytes": outbox.stat().st_size if outbox.exists() else 0,
-                    "outbox_wal_bytes": Path(f"{outbox}-wal").stat().st_size if Path(f"{outbox}-wal").exists() else 0,
+                        "outbox_db_bytes": outbox.stat().st_size if outbox.exists() else 0,
+                        "outbox_wal_bytes": Path(f"{outbox}-wal").stat().st_size
+                        if Path(f"{outbox}-wal").exists()
+                        else 0,
                         "sent": light,
                         "committed": len(run.committed),
                         "delivered": sub.unique_ids(),
@@ -112,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
                 if len(samples) % 12 == 0:
                     s = samples[-1]
                     common.log(
-                        f"t={s['t_s']:.0f}s rss={s['rss_kb'] / 1024:.1f} MiB outbox={s['outbox_bytes'] / 1024:.0f} KiB delivered={s['delivered']}"
+                        f"t={s['t_s']:.0f}s rss={s['rss_kb'] / 1024:.1f} MiB outbox={s['outbox_bytes'] / 1024:.0f} KiB "
+                        f"delivered={s['delivered']}"
                     )
                 next_t += SAMPLE_S
                 time.sleep(max(0.0, next_t - time.monotonic()))
@@ -186,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     table_samples = samples[::every] + ([samples[-1]] if samples and (len(samples) - 1) % every else [])
     md = "\n".join(
         [
-            f"# Soak: `edge run` at {1000 // INTEGRATION_MS} spectra/s for {duration:g} s{' (--quick)' if args.quick else ''}",
+            f"# Soak: `edge run` at {1000 // INTEGRATION_MS} spectra/s for {duration:g} s"
+            + (" (--quick)" if args.quick else ""),
             "",
             common.md_table(
                 ["metric", "value"],
@@ -208,7 +212,10 @@ def main(argv: list[str] | None = None) -> int:
                     ["peak RSS (VmHWM, MiB)", mib(s["peak_rss_vmhwm_mib"])],
                     [
                         "outbox db+wal+shm start / end / max (KiB)",
-                        f"{(s['outbox_bytes_start'] or 0) / 1024:.0f} / {(s['outbox_bytes_end'] or 0) / 1024:.0f} / {(s['outbox_bytes_max'] or 0) / 1024:.0f}",
+                        " / ".join(
+                            f"{(s[k] or 0) / 1024:.0f}"
+                            for k in ("outbox_bytes_start", "outbox_bytes_end", "outbox_bytes_max")
+                        ),
                     ],
                     [
                         "spectra sent / results committed / delivered (unique) / deliveries",
@@ -232,7 +239,17 @@ def main(argv: list[str] | None = None) -> int:
             "Samples (every 5 s; subset):",
             "",
             common.md_table(
-                ["t s", "VmRSS MiB", "VmHWM MiB", "threads", "outbox KiB", "of which WAL", "sent", "committed", "delivered"],
+                [
+                    "t s",
+                    "VmRSS MiB",
+                    "VmHWM MiB",
+                    "threads",
+                    "outbox KiB",
+                    "of which WAL",
+                    "sent",
+                    "committed",
+                    "delivered",
+                ],
                 [
                     [
                         f"{x['t_s']:.0f}",

@@ -172,7 +172,8 @@ def markdown(data: dict[str, Any]) -> str:
     )
     return "\n".join(
         [
-            f"# Throughput: emulator (pty) -> `edge run` -> Mosquitto -> subscriber{' (--quick)' if p['quick'] else ''}",
+            "# Throughput: emulator (pty) -> `edge run` -> Mosquitto -> subscriber"
+            + (" (--quick)" if p["quick"] else ""),
             "",
             common.md_table(
                 [
@@ -195,7 +196,8 @@ def markdown(data: dict[str, Any]) -> str:
             if zl
             else "No loss-free run: see the table.",
             "",
-            "USB full-speed CDC line rate for one spectrum frame (sizes from the real codec: header, CRC, COBS, delimiters):",
+            "USB full-speed CDC line rate for one spectrum frame "
+            "(sizes from the real codec: header, CRC, COBS, delimiters):",
             "",
             common.md_table(
                 [
@@ -209,8 +211,10 @@ def markdown(data: dict[str, Any]) -> str:
                 link_rows,
             ),
             "",
-            f"- Measured over {p['duration_s']} s after {p['warm_s']} s warm-up (window counted by subscriber arrival time). "
-            "generated/s: spectra the emulator produced (in the max phase most are dropped by its 64 KiB transmit buffer "
+            f"- Measured over {p['duration_s']} s after {p['warm_s']} s warm-up "
+            "(window counted by subscriber arrival time). "
+            "generated/s: spectra the emulator produced "
+            "(in the max phase most are dropped by its 64 KiB transmit buffer "
             "because the daemon reads slower). frames missing: light frames between the first and last that became a "
             "result, with no result.",
             "- The link is not the bottleneck: a USB full-speed link carries ~10x more spectra than the chain "
@@ -239,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         r["phase"] = "max (1 ms period)"
         runs.append(r)
         common.log(
-            f"  delivered {r['delivered_per_s']:.2f}/s, generated {r['emulator_generated_per_s']:.1f}/s, lost committed {r['committed_lost']}"
+            f"  delivered {r['delivered_per_s']:.2f}/s, generated {r['emulator_generated_per_s']:.1f}/s, "
+            f"lost committed {r['committed_lost']}"
         )
         period = max(1, math.ceil(1.25 * 1000.0 / max(r["delivered_per_s"], 0.1)))
         common.log(f"zero-loss phase: {period} ms period, {duration:g} s")
@@ -247,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         z["phase"] = f"zero-loss ({period} ms period)"
         runs.append(z)
         common.log(
-            f"  delivered {z['delivered_per_s']:.2f}/s, missing frames {z['frames_missing']}, zero loss {z['zero_loss']}"
+            f"  delivered {z['delivered_per_s']:.2f}/s, missing frames {z['frames_missing']}, "
+            f"zero loss {z['zero_loss']}"
         )
     zero_loss_rate = max((x["delivered_per_s"] for x in runs if x["zero_loss"]), default=None)
     link = []
