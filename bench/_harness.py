@@ -234,7 +234,7 @@ class TracingEmulator(Emulator):
         self.disconnect_t: float | None = None
         self.reconnect_t: float | None = None
 
-    def _send_spectrum(self, *, dark: bool, streamed: bool) -> None:  # type: ignore[override]
+    def _send_spectrum(self, *, dark: bool, streamed: bool) -> None:
         s = self.stats
         before = (s.spectra_sent, s.corrupted, s.dropped, s.tx_overflow, s.commands)
         laser = self._laser_on

@@ -124,7 +124,7 @@ def drive(data: bytes, mode: str, cuts: list[int] | None = None) -> list[Any]:
     """Feed `data` (whole, or split at `cuts`) to a fresh codec; check invariants; return events."""
     T.inputs += 1
     T.bytes += len(data)
-    codec = Codec(mode)  # type: ignore[arg-type]
+    codec = Codec(mode)
     chunks = (
         [data] if not cuts else [data[a:b] for a, b in zip([0, *sorted(cuts)], [*sorted(cuts), len(data)], strict=True)]
     )
@@ -455,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
         atheris = run_atheris(args.atheris_path, atheris_runs)
         common.log(f"  atheris rc {atheris['returncode']} in {atheris['seconds']:.0f} s")
     elapsed = time.perf_counter() - t0
-    data = {
+    data: dict[str, Any] = {
         "benchmark": NAME,
         "parameters": {
             "quick": args.quick,

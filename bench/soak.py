@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             sub.close()
             broker.stop()
     light_frames = [f for f in emu.frames if not f.dark and f.streamed and not f.stale]
-    result_frames = {x.frame_seq for x in deliveries}
+    result_frames = {x.frame_seq for x in deliveries if x.frame_seq is not None}
     last = max(result_frames) if result_frames else -1
     missing = [f.seq for f in light_frames if f.seq <= last and f.seq not in result_frames]
     rss = np.array([s["rss_kb"] for s in samples if s["rss_kb"]], dtype=float) / 1024
