@@ -259,11 +259,12 @@ def export(
         else:
             model, ds, info, is_val = _train(data, selection, minerals, epochs, seed, augment)
         held = ds.subset(np.flatnonzero(is_val))
+        fit = ds.subset(np.flatnonzero(~is_val))
         m = json.loads(metrics.read_text()) if metrics else {}
         card = model_card.read_text() if model_card else None
         with _status("converting to int8 and checking parity"):
             manifest = export_bundle(
-                model, ds, held, out, name=name or out.name, training_info=info, metrics=m, model_card=card
+                model, fit, held, out, name=name or out.name, training_info=info, metrics=m, model_card=card
             )
         p = manifest["parity"]
         typer.echo(

@@ -41,6 +41,10 @@ class ArchConfig:
     dropout: float = 0.5
     l2: float = 1e-4
     leaky_alpha: float = 0.2
+    #: Gaussian noise (training only) on the normalised conv features and the fire output:
+    #: teaches the network to ignore perturbations the size of int8 rounding, so the int8
+    #: bundle keeps the float model's decisions (parity) even for low-margin spectra.
+    activation_noise: float = 0.03
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,8 @@ def make_fmcnn(
     x = layers.LeakyReLU(negative_slope=a.leaky_alpha, name="lrelu0")(x)
     if not inference:
         x = layers.BatchNormalization(name="bn0")(x)
+        if a.activation_noise > 0:
+            x = layers.GaussianNoise(a.activation_noise, name="noise_bn0")(x)
     s = layers.Conv1D(a.squeeze, 1, padding="same", kernel_regularizer=reg, name="fire_squeeze")(x)
     s = layers.LeakyReLU(negative_slope=a.leaky_alpha, name="lrelu_squeeze")(s)
     e1 = layers.Conv1D(a.expand, 1, padding="same", kernel_regularizer=reg, name="fire_e1")(s)
@@ -80,6 +86,8 @@ def make_fmcnn(
     e3 = layers.Conv1D(a.expand, 3, padding="same", kernel_regularizer=reg, name="fire_e3")(s)
     e3 = layers.LeakyReLU(negative_slope=a.leaky_alpha, name="lrelu_e3")(e3)
     f = layers.Concatenate(name="fire_concat")([e1, e3])
+    if not inference and a.activation_noise > 0:
+        f = layers.GaussianNoise(a.activation_noise, name="noise_fire")(f)
     p = layers.MaxPooling1D(pool_size=a.pool, strides=a.pool, padding="valid", name="pool")(f)
     z = layers.Flatten(name="flatten")(p)
     z = layers.Dense(a.bottleneck, kernel_regularizer=reg, name="bottleneck")(z)

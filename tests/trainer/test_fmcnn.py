@@ -24,6 +24,19 @@ TOP_BAND = {"Quartz": 464.0, "Calcite": 1086.0}
 MAIN_BANDS = {"Gypsum": (1008.0,), "Forsterite": (824.0, 856.0), "Diopside": (667.0, 1012.0)}
 
 
+#: One calibration candidate keeps the export tests fast (the search itself is tested once).
+ONE = ((200, 0),)
+
+
+def test_calibration_search_records_its_candidates(tiny_model: tuple[Any, Any]) -> None:
+    from trainer.export import choose_calibration
+
+    model, ds = tiny_model
+    tflite, info = choose_calibration(model, ds, candidates=((50, 0), (100, 1)))
+    assert tflite[4:8] == b"TFL3" and len(info["candidates"]) == 2
+    assert info["tuning_agreement"] == max(c["tuning_agreement"] for c in info["candidates"])
+
+
 def test_architecture_follows_the_paper_and_is_small() -> None:
     model = make_fmcnn(1360, 1203)
     names = [layer.name for layer in model.layers]
@@ -94,7 +107,9 @@ def test_export_bundle_parity_and_edge_load(tiny_model: tuple[Any, Any], tmp_pat
 
     model, ds = tiny_model
     out = tmp_path / "bundle"
-    manifest = export_bundle(model, ds, ds, out, name="tiny", training_info={"n": len(ds.y)})
+    manifest = export_bundle(
+        model, ds, ds, out, name="tiny", training_info={"n": len(ds.y)}, calibration_candidates=ONE
+    )
     assert manifest["parity"]["top1_agreement"] >= 0.99
     assert manifest["input"]["dtype"] == "int8" and manifest["output"]["dtype"] == "int8"
     b = load_bundle(out)
@@ -114,7 +129,9 @@ def test_export_refuses_when_parity_is_below_the_bar(tiny_model: tuple[Any, Any]
 
     model, ds = tiny_model
     with pytest.raises(ExportError, match="agrees with the float model"):
-        export_bundle(model, ds, ds, tmp_path / "b", name="t", training_info={}, parity_min=1.01)
+        export_bundle(
+            model, ds, ds, tmp_path / "b", name="t", training_info={}, parity_min=1.01, calibration_candidates=ONE
+        )
     assert not (tmp_path / "b").exists()
 
 
@@ -123,7 +140,7 @@ def test_evaluate_reports_what_the_edge_sees(tiny_model: tuple[Any, Any], tmp_pa
     from trainer.export import export_bundle
 
     model, ds = tiny_model
-    export_bundle(model, ds, ds, tmp_path / "b", name="t", training_info={})
+    export_bundle(model, ds, ds, tmp_path / "b", name="t", training_info={}, calibration_candidates=ONE)
     # a folder with two known minerals and one the bundle does not know
     from trainer.rruff import iter_files, parse_filename
 
