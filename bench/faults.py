@@ -70,6 +70,7 @@ class Params:
     disk_free_bytes: int = 96 * 1024  # left free by the filler file
     disk_full_max_s: float = 30.0
     disk_full_observe_s: float = 15.0
+    slow_consumer_retry_s: int = 8  # the slow consumer's reconnect interval
 
     @classmethod
     def make(cls, quick: bool) -> Params:
@@ -77,16 +78,18 @@ class Params:
             return cls(quick=False)
         return cls(
             quick=True,
-            warmup=5,
-            post=5,
-            broker_down_s=8.0,
-            clean_down_s=3.0,
+            warmup=3,
+            post=3,
+            broker_down_s=5.0,
+            clean_down_s=2.0,
+            slow_consumer_retry_s=4,
+            kill_gap_s=1.0,
             replug_s=2.0,
-            corrupt_s=10.0,
-            garbage_s=8.0,
-            stale_lead_s=2.0,
-            disk_full_max_s=12.0,
-            disk_full_observe_s=5.0,
+            corrupt_s=6.0,
+            garbage_s=4.0,
+            stale_lead_s=1.0,
+            disk_full_max_s=8.0,
+            disk_full_observe_s=3.0,
         )
 
 
@@ -246,9 +249,9 @@ CASES: dict[str, tuple[str, Callable[[World, Params], None], dict[str, Any]]] = 
     "broker_outage": ("broker stopped, restarted (persistence on)", case_broker_outage, {}),
     "broker_clean_session": ("broker restarted with no state (sessions lost)", case_broker_clean_session, {}),
     "broker_clean_session_slow_consumer": (
-        "as above, but the consumer retries its connection only every 8 s",
+        "as above, but the consumer retries its connection only every 8 s (4 s with --quick)",
         case_broker_clean_session,
-        {"sub_reconnect_s": 8},
+        {"slow_consumer": True},
     ),
     "daemon_sigkill": ("daemon SIGKILLed mid-stream, restarted on the same outbox", case_daemon_sigkill, {}),
     "serial_replug": ("serial device disappears and comes back", case_serial_replug, {"replug": True}),
@@ -289,7 +292,9 @@ def run_case(name: str, p: Params, root: Path) -> dict[str, Any]:
         faults.update(disconnect_after=p.warmup + 20, reconnect_after_s=p.replug_s)
     broker = h.Broker(d / "mosquitto")
     broker.start()
-    sub = h.Subscriber(broker.port, topic(name), reconnect_delay_s=opts.get("sub_reconnect_s", 1))
+    sub = h.Subscriber(
+        broker.port, topic(name), reconnect_delay_s=p.slow_consumer_retry_s if opts.get("slow_consumer") else 1
+    )
     emu = h.TracingEmulator(
         EmulatorConfig(
             seed=zlib.crc32(name.encode()) % 1000, link=str(d / "ttyRAMAN"), rate_hz=10.0, faults=Faults(**faults)
