@@ -80,16 +80,16 @@ class Params:
             quick=True,
             warmup=3,
             post=3,
-            broker_down_s=5.0,
+            broker_down_s=3.0,
             clean_down_s=2.0,
-            slow_consumer_retry_s=4,
+            slow_consumer_retry_s=3,
             kill_gap_s=1.0,
             replug_s=2.0,
-            corrupt_s=6.0,
-            garbage_s=4.0,
+            corrupt_s=4.0,
+            garbage_s=3.0,
             stale_lead_s=1.0,
             disk_full_max_s=8.0,
-            disk_full_observe_s=3.0,
+            disk_full_observe_s=2.0,
         )
 
 
@@ -249,7 +249,7 @@ CASES: dict[str, tuple[str, Callable[[World, Params], None], dict[str, Any]]] = 
     "broker_outage": ("broker stopped, restarted (persistence on)", case_broker_outage, {}),
     "broker_clean_session": ("broker restarted with no state (sessions lost)", case_broker_clean_session, {}),
     "broker_clean_session_slow_consumer": (
-        "as above, but the consumer retries its connection only every 8 s (4 s with --quick)",
+        "as above, but the consumer retries its connection only every 8 s (3 s with --quick)",
         case_broker_clean_session,
         {"slow_consumer": True},
     ),
