@@ -29,6 +29,7 @@ from edge.bundle import Bundle, load_bundle
 from edge.config import EdgeConfig
 from edge.errors import EdgeError, InputError, OutboxFullError
 from edge.pipeline import Analysis, Analyzer
+from edge.preprocess import despike
 from edge.result import Candidate, Instrument, Latency, ModelRef, Peak, Quality, Result
 
 log = logging.getLogger("edge.daemon")
@@ -176,7 +177,11 @@ def _prepare(spec: Any, cfg: EdgeConfig, analyzer: Analyzer, port: str) -> tuple
     shifts = analyzer.shifts_for(info.calibration_nm, info.laser_nm, info.pixel_count)
     dark = None
     try:
-        dark = spec.acquire_dark().counts.astype(np.float64)
+        # A cosmic ray in the one dark frame would become a negative spike in every spectrum
+        # after subtraction (and despike only removes positive spikes), so clean it first.
+        dark, n_dark_spikes = despike(spec.acquire_dark().counts.astype(np.float64))
+        if n_dark_spikes:
+            log.info("cosmic-ray pixels removed from the dark frame", extra={"pixels": n_dark_spikes})
     except BridgeError as err:
         log.warning("no dark frame; continuing without dark subtraction", extra={"error": str(err)})
     log.info(
