@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.signal import find_peaks
 
 from edge.errors import BundleError
 
@@ -202,6 +201,10 @@ def top_peaks(
     its maximum can sit a few cm-1 off the band; a band is reported at the spectrum's local
     maximum within `snap_cm1` of the attribution peak (if there is one).
     """
+    # Imported here: scipy.signal costs 1-2.5 s of import time, which `edge run` pays at
+    # start-up only if it ever names peaks (measured by bench/edge_perf).
+    from scipy.signal import find_peaks
+
     pos = np.maximum(attr, 0)
     top = float(pos.max())
     if top <= 0:
