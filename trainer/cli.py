@@ -234,6 +234,12 @@ def export(
     name: str = typer.Option(None, help="Bundle name (default: the directory name)."),
     metrics: Path = typer.Option(None, help="JSON of CV results to record in the manifest."),
     model_card: Path = typer.Option(None, help="MODEL_CARD.md to include (hashed with the rest)."),
+    parity_min: float = typer.Option(
+        0.99,
+        "--parity-min",
+        help="Fail unless int8 and float agree on at least this fraction of held-out spectra. Lowering it is "
+        "recorded in the manifest and belongs in the model card.",
+    ),
 ) -> None:
     """Train (or load) FMCNN and write an int8 TFLite bundle with parity report."""
 
@@ -264,7 +270,15 @@ def export(
         card = model_card.read_text() if model_card else None
         with _status("converting to int8 and checking parity"):
             manifest = export_bundle(
-                model, fit, held, out, name=name or out.name, training_info=info, metrics=m, model_card=card
+                model,
+                fit,
+                held,
+                out,
+                name=name or out.name,
+                training_info=info,
+                metrics=m,
+                model_card=card,
+                parity_min=parity_min,
             )
         p = manifest["parity"]
         typer.echo(

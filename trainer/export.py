@@ -40,9 +40,10 @@ def representative_rows(ds: Dataset, n_rows: int, seed: int = 0) -> NDArray[np.f
     return ds.X[np.array(rows[:n_rows])]
 
 
-#: Calibration candidates (rows, seed). More rows are not better here: rare extreme
-#: activations widen the int8 ranges of every spectrum, so the candidate is chosen by agreement.
-CALIBRATION_CANDIDATES = ((200, 0), (400, 0), (800, 0), (200, 1), (400, 1), (800, 1))
+#: Calibration candidates (rows, seed, cross-layer equalisation). More rows are not better here:
+#: rare extreme activations widen the int8 ranges of every spectrum, and equalisation helps some
+#: models and not others, so the candidate is chosen by agreement on a tuning set.
+CALIBRATION_CANDIDATES = tuple((rows, seed, eq) for eq in (False, True) for seed in (0, 1) for rows in (200, 400, 800))
 
 
 def _tflite_top1(tflite: bytes, X: NDArray[np.float32]) -> NDArray[np.int64]:
@@ -64,7 +65,7 @@ def choose_calibration(
     model: Any,
     train: Dataset,
     seed: int = 0,
-    candidates: tuple[tuple[int, int], ...] = CALIBRATION_CANDIDATES,
+    candidates: tuple[tuple[int, int, bool], ...] = CALIBRATION_CANDIDATES,
 ) -> tuple[bytes, dict[str, Any]]:
     """Convert with each calibration candidate; keep the one whose int8 model agrees best with
     the float model on a tuning set of *augmented training* spectra.
@@ -81,12 +82,12 @@ def choose_calibration(
     ref = np.asarray(model.predict(tune[..., None], verbose=0, batch_size=256)).argmax(1)
     best: tuple[float, bytes, dict[str, Any]] | None = None
     tried = []
-    for n_rows, cand_seed in candidates:
-        tflite = convert_int8(model, representative_rows(train, n_rows, cand_seed))
+    for n_rows, cand_seed, eq in candidates:
+        tflite = convert_int8(model, representative_rows(train, n_rows, cand_seed), equalize=eq)
         agreement = float((_tflite_top1(tflite, tune) == ref).mean())
-        tried.append({"rows": n_rows, "seed": cand_seed, "tuning_agreement": agreement})
+        tried.append({"rows": n_rows, "seed": cand_seed, "equalize": eq, "tuning_agreement": agreement})
         if best is None or agreement > best[0]:
-            best = (agreement, tflite, {"rows": n_rows, "seed": cand_seed})
+            best = (agreement, tflite, {"rows": n_rows, "seed": cand_seed, "equalize": eq})
     assert best is not None
     info = {
         **best[2],
@@ -97,16 +98,19 @@ def choose_calibration(
     return best[1], info
 
 
-def convert_int8(model: Any, calibration: NDArray[np.float32]) -> bytes:
+def convert_int8(model: Any, calibration: NDArray[np.float32], *, equalize: bool = False) -> bytes:
     import tensorflow as tf
 
     def gen() -> Iterator[list[NDArray[np.float32]]]:
         for row in calibration:
             yield [row.reshape(1, -1, 1).astype(np.float32)]
 
-    from trainer.fmcnn import fold_batchnorm
+    from trainer.fmcnn import equalize_channels, fold_batchnorm
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(fold_batchnorm(model))
+    inference = fold_batchnorm(model)
+    if equalize:
+        inference = equalize_channels(inference, calibration)
+    converter = tf.lite.TFLiteConverter.from_keras_model(inference)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = gen
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -165,7 +169,7 @@ def export_bundle(
     metrics: dict[str, Any] | None = None,
     parity_min: float = PARITY_MIN,
     model_card: str | None = None,
-    calibration_candidates: tuple[tuple[int, int], ...] = CALIBRATION_CANDIDATES,
+    calibration_candidates: tuple[tuple[int, int, bool], ...] = CALIBRATION_CANDIDATES,
 ) -> dict[str, Any]:
     """Write the bundle to `out_dir` (atomically: a temp dir renamed at the end).
 
@@ -237,7 +241,7 @@ def export_bundle(
                     "calibrated_on": f"{heldout.y.size} held-out known spectra (int8 model)",
                 },
                 "training": training_info,
-                "parity": {k: v for k, v in parity.items() if k != "per_class"},
+                "parity": {k: v for k, v in parity.items() if k != "per_class"} | {"gate": parity_min},
                 "metrics": metrics or {},
                 "versions": _versions(),
                 "size_bytes": {f: (tmp / f).stat().st_size for f in REQUIRED_FILES},
@@ -252,6 +256,8 @@ def export_bundle(
             shutil.rmtree(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp.rename(out)
+        # mkdtemp made it 0700; a bundle is read by the daemon's own (systemd) user.
+        out.chmod(0o755)
         return manifest
     finally:
         if tmp.exists():

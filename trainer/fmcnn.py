@@ -41,10 +41,10 @@ class ArchConfig:
     dropout: float = 0.5
     l2: float = 1e-4
     leaky_alpha: float = 0.2
-    #: Gaussian noise (training only) on the normalised conv features and the fire output:
-    #: teaches the network to ignore perturbations the size of int8 rounding, so the int8
-    #: bundle keeps the float model's decisions (parity) even for low-margin spectra.
-    activation_noise: float = 0.03
+    #: Gaussian noise (training only) on the normalised conv features and the fire output, meant
+    #: to make decisions robust to int8 rounding. Off by default: on the paper selection, 0.03
+    #: lowered held-out accuracy (0.825 -> 0.805) without raising int8 parity (99.0 -> 97.6 %).
+    activation_noise: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -131,6 +131,40 @@ def fold_batchnorm(model: Any) -> Any:
     w, b = model.get_layer("fire_squeeze").get_weights()
     inf.get_layer("fire_squeeze").set_weights([w * a[None, :, None], b + np.einsum("kio,i->o", w, c)])
     return inf
+
+
+def equalize_channels(inference_model: Any, calibration: NDArray[np.float32]) -> Any:
+    """Cross-layer equalisation (Nagel et al. 2019) of a BN-folded FMCNN, in place, exact in float.
+
+    int8 activations are quantised per tensor, so a channel whose activations span 1/50 of the
+    tensor's range keeps only ~5 of 256 levels. LeakyReLU and max-pooling are positively
+    homogeneous (f(s*x) = s*f(x) for s > 0), so each channel of conv0, the squeeze and the
+    expands can be scaled by s_c to the tensor's largest range, and the next layer's weights
+    for that channel divided by s_c: same function, evenly used int8 ranges.
+    """
+    import keras
+
+    g = inference_model.get_layer
+    probe = keras.Model(inference_model.input, [g("lrelu0").output, g("lrelu_squeeze").output, g("fire_concat").output])
+    ranges = [np.abs(t).max(axis=(0, 1)) for t in probe.predict(calibration[..., None], verbose=0)]
+
+    def scales(r: NDArray[np.float32]) -> NDArray[np.float32]:
+        r = np.maximum(r, 1e-6 * r.max())
+        return (r.max() / r).astype(np.float32)
+
+    s0, s1, s2 = (scales(r) for r in ranges)
+    k, b = g("conv0").get_weights()
+    g("conv0").set_weights([k * s0, b * s0])
+    k, b = g("fire_squeeze").get_weights()
+    g("fire_squeeze").set_weights([k / s0[None, :, None] * s1, b * s1])
+    e = int(g("fire_e1").filters)
+    for name, part in (("fire_e1", s2[:e]), ("fire_e3", s2[e:])):
+        k, b = g(name).get_weights()
+        g(name).set_weights([k / s1[None, :, None] * part, b * part])
+    w, b = g("bottleneck").get_weights()
+    # Flatten of (positions, channels) is row-major: row index = position * channels + channel.
+    g("bottleneck").set_weights([w / np.tile(s2, w.shape[0] // s2.size)[:, None], b])
+    return inference_model
 
 
 def augment(X: NDArray[np.float32], rng: np.random.Generator) -> NDArray[np.float32]:

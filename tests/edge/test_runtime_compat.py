@@ -53,8 +53,10 @@ def test_shipped_bundle_agrees_with_reference_under_this_runtime() -> None:
         f"\nruntime {clf.runtime} (numpy {numpy.__version__}, python {sys.version.split()[0]}): "
         f"top-1 agreement {agree}/{len(wanted)}, max |dp| {max_dp:.4f}"
     )
-    # int8 kernels differ between runtime versions (XNNPACK vs reference kernels, rounding):
-    # measured max |dp| 0.035 (9 output quanta) under tflite-runtime 2.14 on x86_64. No
-    # answer may change; probabilities may move by a few quanta (0.05 = 12.8 quanta).
+    # int8 kernels differ between runtime versions (XNNPACK vs reference kernels, the int8
+    # softmax implementation): measured max |dp| 0.070 (18 output quanta) for the 1,203-class
+    # bundle under tflite-runtime 2.14 on x86_64, 0.000 under ai-edge-litert 1.4. No answer may
+    # change; the top probability may move by up to 0.1 (so an `unknown` flag near the
+    # threshold can differ between runtimes; docs/bundle.md).
     assert agree == len(wanted)
-    assert max_dp <= 0.05
+    assert max_dp <= 0.1
