@@ -585,7 +585,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--keras-model",
         type=Path,
-        default=Path("/tmp/min8run/model.keras"),
+        default=Path("runs/fmcnn-rruff/model.keras"),
         help="Keras model the bundle came from (used if it matches; else a stand-in is trained)",
     )
     ap.add_argument("--outbox-dir", type=Path, default=None, help="where the temporary outbox lives (default: TMPDIR)")

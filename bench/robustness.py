@@ -418,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--heldout-npz",
         type=Path,
-        default=Path("/tmp/min8run/data.npz"),
+        default=Path("runs/fmcnn-rruff/data.npz"),
         help="trainer data.npz of the bundle (groups, is_val) to report held-out accuracy",
     )
     ap.add_argument("--no-dark", action="store_true", help="do not subtract a dark frame")
