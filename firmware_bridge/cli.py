@@ -39,8 +39,7 @@ def probe(
     if "://" not in port and not Path(port).exists():
         raise _fail(f"{port} does not exist (is the device plugged in? try ls /dev/serial/by-id)")
     try:
-        spec = Spectrometer.open(port, baud=baud, timeout_s=timeout_s, retries=1,
-                                 mode=mode, reconnect=False)  # type: ignore[arg-type]
+        spec = Spectrometer.open(port, baud=baud, timeout_s=timeout_s, retries=1, mode=mode, reconnect=False)  # type: ignore[arg-type]
     except BridgeError as err:
         raise _fail(str(err)) from None
     try:

@@ -207,9 +207,7 @@ class Spectrometer:
             self.stats.retries += attempt < self.retries
         raise DeviceError("no dark frame received")
 
-    def stream(
-        self, period_ms: int, *, max_frames: int | None = None
-    ) -> Iterator[m.SpectrumFrame | LinkDown | LinkUp]:
+    def stream(self, period_ms: int, *, max_frames: int | None = None) -> Iterator[m.SpectrumFrame | LinkDown | LinkUp]:
         """Stream spectra every `period_ms`; yields link events too, and survives replug.
 
         Stops the device stream when the iterator is closed or `max_frames` were yielded.

@@ -236,8 +236,10 @@ class Codec:
             return
         try:
             msg = lineproto.parse_line(unit, self._line_seq, self._last_info)
-        except (lineproto.LineError, UnicodeDecodeError) as err:
-            self._error("bad_line", str(err), len(unit) + 1)
+        except (lineproto.LineError, UnicodeDecodeError, ValueError, OverflowError) as err:
+            # Any parse failure of device text is the device's fault: count it and move on,
+            # never let it escape into the reader thread.
+            self._error("bad_line", str(err)[:200], len(unit) + 1)
             return
         if msg is None:
             return

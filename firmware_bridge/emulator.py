@@ -110,14 +110,10 @@ class GroundTruth:
 class Emulator:
     """See the module docstring. Not thread-safe except for start/stop/wait_for/stats."""
 
-    def __init__(
-        self, config: EmulatorConfig | None = None, library: list[RamanSpectrum] | None = None
-    ) -> None:
+    def __init__(self, config: EmulatorConfig | None = None, library: list[RamanSpectrum] | None = None) -> None:
         self.config = config or EmulatorConfig()
         cfg = self.config
-        self._library = library if library is not None else load_library(
-            cfg.spectra_path, cfg.minerals
-        )
+        self._library = library if library is not None else load_library(cfg.spectra_path, cfg.minerals)
         by_mineral: dict[str, list[RamanSpectrum]] = {}
         for spec in self._library:
             by_mineral.setdefault(spec.mineral, []).append(spec)
@@ -455,9 +451,7 @@ class Emulator:
         sample = self._next_sample() if not dark else None
         laser = self._laser_on and not dark
         if sample is not None and laser:
-            counts = simulate_counts(
-                sample.shift_cm1, sample.intensity, model, self._rng, fluorescence=self._fluo
-            )
+            counts = simulate_counts(sample.shift_cm1, sample.intensity, model, self._rng, fluorescence=self._fluo)
         else:
             counts = simulate_counts(np.zeros(2), np.zeros(2), model, self._rng, dark=True)
         flags = m.SpectrumFlag.NONE
@@ -490,8 +484,10 @@ class Emulator:
         self._spectra_this_link += 1
         self._send(frame, faults=True)
         faults = self.config.faults
-        if faults.stall_after is not None and self.stats.stalls == 0 and (
-            self.stats.spectra_sent >= faults.stall_after
+        if (
+            faults.stall_after is not None
+            and self.stats.stalls == 0
+            and (self.stats.spectra_sent >= faults.stall_after)
         ):
             self.stats.stalls += 1
             self._flush_tx_blocking(0.5)

@@ -97,6 +97,5 @@ def load_library(
         out.append(spec)
     if not out:
         asked = "all minerals" if wanted is None else ", ".join(sorted(wanted))
-        raise UsageError(f"no Processed{' X-ray-confirmed' if xray_only else ''} RRUFF spectra "
-                         f"for {asked} under {p}")
+        raise UsageError(f"no Processed{' X-ray-confirmed' if xray_only else ''} RRUFF spectra for {asked} under {p}")
     return out

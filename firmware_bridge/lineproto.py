@@ -61,14 +61,18 @@ def parse_line(line: bytes, seq: int, last_info: DeviceInfo | None) -> Message |
     if text.startswith(b"#"):
         return _parse_hash_line(text)
     if _COUNTS.match(text):
-        values = [int(v) for v in text.replace(b" ", b"").rstrip(b",").split(b",")]
+        tokens = text.replace(b" ", b"").rstrip(b",").split(b",")
+        # Bound the digits before int(): a 30-digit token overflows int64 and a 5,000-digit one
+        # trips Python's int-conversion limit (both found by bench/fuzz_codec.py).
+        longest = max(tokens, key=len)
+        if len(longest.lstrip(b"0")) > 5:
+            raise LineError(f"count {longest[:12].decode()}{'...' if len(longest) > 12 else ''} exceeds 65535")
+        values = [int(v) for v in tokens]
         counts = np.asarray(values, dtype=np.int64)
         if counts.max() > 0xFFFF:
             raise LineError(f"count {int(counts.max())} exceeds 65535")
         if last_info is not None and counts.size != last_info.pixel_count:
-            raise LineError(
-                f"spectrum line has {counts.size} counts, #INFO said {last_info.pixel_count}"
-            )
+            raise LineError(f"spectrum line has {counts.size} counts, #INFO said {last_info.pixel_count}")
         flags = SpectrumFlag.STREAMED
         if counts.max() == 0xFFFF:
             flags |= SpectrumFlag.SATURATED

@@ -184,11 +184,13 @@ class SpectrumFrame:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, SpectrumFrame):
             return NotImplemented
-        return (
-            (self.seq, self.timestamp_ms, self.integration_ms, self.averages, self.flags)
-            == (other.seq, other.timestamp_ms, other.integration_ms, other.averages, other.flags)
-            and np.array_equal(self.counts, other.counts)
-        )
+        return (self.seq, self.timestamp_ms, self.integration_ms, self.averages, self.flags) == (
+            other.seq,
+            other.timestamp_ms,
+            other.integration_ms,
+            other.averages,
+            other.flags,
+        ) and np.array_equal(self.counts, other.counts)
 
     __hash__ = None  # type: ignore[assignment]
 

@@ -75,9 +75,7 @@ class InstrumentModel:
     def default(cls, **overrides: object) -> InstrumentModel:
         model = cls(**overrides)  # type: ignore[arg-type]
         if not model.calibration_nm:
-            model = replace(
-                model, calibration_nm=default_calibration_nm(model.laser_nm, model.pixels)
-            )
+            model = replace(model, calibration_nm=default_calibration_nm(model.laser_nm, model.pixels))
         return model
 
     def true_wavelengths_nm(self) -> FloatArray:

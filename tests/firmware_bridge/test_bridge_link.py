@@ -68,9 +68,7 @@ def test_stale_stream_is_flushed(make_emulator: MakeEmulator) -> None:
 
 def test_disconnect_and_reconnect_via_link(make_emulator: MakeEmulator, tmp_path: Path) -> None:
     link = str(tmp_path / "ttyRAMAN0")
-    emu = make_emulator(
-        link=link, faults=Faults(disconnect_after=4, reconnect_after_s=0.3)
-    )
+    emu = make_emulator(link=link, faults=Faults(disconnect_after=4, reconnect_after_s=0.3))
     first_pty = os.path.realpath(link)
     with Spectrometer.open(link, timeout_s=1.0) as spec:
         spec.handshake()
@@ -89,9 +87,7 @@ def test_disconnect_and_reconnect_via_link(make_emulator: MakeEmulator, tmp_path
 
 
 def test_corrupt_garbage_and_drops_are_survived(make_emulator: MakeEmulator) -> None:
-    emu = make_emulator(
-        seed=7, faults=Faults(corrupt_rate=0.2, garbage_rate=0.2, drop_rate=0.1)
-    )
+    emu = make_emulator(seed=7, faults=Faults(corrupt_rate=0.2, garbage_rate=0.2, drop_rate=0.1))
     with Spectrometer.open(emu.port, timeout_s=0.5, retries=4) as spec:
         spec.handshake()
         spec.configure(integration_ms=2)
@@ -128,9 +124,7 @@ def test_probe_cli(make_emulator: MakeEmulator, tmp_path: Path) -> None:
 def test_probe_cli_silent_device(tmp_path: Path) -> None:
     master, slave = os.openpty()  # a port nobody answers on
     try:
-        result = CliRunner().invoke(
-            app, ["probe", "--port", os.ttyname(slave), "--timeout-s", "0.2"]
-        )
+        result = CliRunner().invoke(app, ["probe", "--port", os.ttyname(slave), "--timeout-s", "0.2"])
     finally:
         os.close(master)
         os.close(slave)

@@ -25,11 +25,9 @@ def one_per_mineral() -> list:
 def correlation_after_preprocess(spectrum, model: InstrumentModel, seed: int) -> float:
     spec = PreprocessSpec()
     grid = spec.grid_cm1()
-    counts = simulate_counts(spectrum.shift_cm1, spectrum.intensity, model,
-                             np.random.default_rng(seed))
+    counts = simulate_counts(spectrum.shift_cm1, spectrum.intensity, model, np.random.default_rng(seed))
     wl = pixel_to_wavelength(np.arange(model.pixels), model.reported_calibration_nm())
-    emulated = preprocess(to_raman_shift(wl, model.laser_nm), counts.astype(float), spec,
-                          corrected=False).values
+    emulated = preprocess(to_raman_shift(wl, model.laser_nm), counts.astype(float), spec, corrected=False).values
     source = preprocess(spectrum.shift_cm1, spectrum.intensity, spec, corrected=True).values
     inside = (grid >= spectrum.shift_cm1.min()) & (grid <= spectrum.shift_cm1.max())
     return float(np.corrcoef(emulated[inside], source[inside])[0, 1])
@@ -40,9 +38,10 @@ def test_emulated_spectra_correlate_with_source(one_per_mineral: list, laser_nm:
     model = InstrumentModel.default(laser_nm=laser_nm)
     r = np.array([correlation_after_preprocess(s, model, i) for i, s in enumerate(one_per_mineral)])
     names = [s.mineral for s in one_per_mineral]
-    print(f"\nlaser {laser_nm:g} nm, n={r.size}: min {r.min():.3f} median {np.median(r):.3f} "
-          f"max {r.max():.3f}; below 0.9: "
-          + ", ".join(f"{n} {v:.2f}" for n, v in zip(names, r, strict=True) if v < 0.9))
+    print(
+        f"\nlaser {laser_nm:g} nm, n={r.size}: min {r.min():.3f} median {np.median(r):.3f} "
+        f"max {r.max():.3f}; below 0.9: " + ", ".join(f"{n} {v:.2f}" for n, v in zip(names, r, strict=True) if v < 0.9)
+    )
     assert r.size >= 20
     assert np.mean(r >= 0.9) >= 0.8
 
