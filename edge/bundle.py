@@ -8,7 +8,7 @@ Layout (docs/bundle.md):
     labels.json      class names, index = model output index
     preprocess.json  edge.preprocess.PreprocessSpec + the grid itself (cm-1)
     deconv.npz       float weights for edge.deconv
-    MODEL_CARD.md    for people (hashed too)
+    MODEL_CARD.md    for people (hashed only if given to `trainer export --model-card`)
 """
 
 from __future__ import annotations
