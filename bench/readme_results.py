@@ -19,6 +19,7 @@ START, END = "<!-- results:start -->", "<!-- results:end -->"
 SECTIONS = [
     ("Accuracy: cross-validation, same folds for every model (`bench/accuracy.sh`)", ["cv/min8-*x10.md", "cv/paper-*x10.md"]),
     ("Shipped model: int8 bundle", ["bundle.md"]),
+    ("Which bands drove the decision: deconvnet attribution (the paper's Figure 5, ours)", ["figures"]),
     ("Robustness: full edge pipeline on emulator spectra vs correlation search-match (`bench/robustness.py`)", ["robustness.md"]),
     ("Edge performance: latency by stage, int8 vs float (`bench/edge_perf.py`)", ["edge_perf_latency.md"]),
     ("Throughput: emulator -> daemon -> Mosquitto (`bench/throughput.py`)", ["throughput.md"]),
@@ -55,6 +56,15 @@ def section() -> str:
         out.append("")
         if patterns == ["bundle.md"]:
             out.append(bundle_table())
+            continue
+        if patterns == ["figures"]:
+            figs = sorted((RESULTS / "figures").glob("attribution_*.png"))
+            out.append(
+                "`trainer report --bundle models/fmcnn-rruff` on real RRUFF spectra; dotted lines are the top "
+                "attribution peaks the edge publishes as `peaks`.\n"
+            )
+            out.extend(f"![{f.stem}](bench/results/figures/{f.name})" for f in figs[:3])
+            out.append("")
             continue
         files = sorted({f for pat in patterns for f in RESULTS.glob(pat)})
         if not files:
