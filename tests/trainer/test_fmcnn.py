@@ -25,16 +25,25 @@ MAIN_BANDS = {"Gypsum": (1008.0,), "Forsterite": (824.0, 856.0), "Diopside": (66
 
 
 #: One calibration candidate keeps the export tests fast (the search itself is tested once).
-ONE = ((200, 0),)
+ONE = ((200, 0, False),)
 
 
 def test_calibration_search_records_its_candidates(tiny_model: tuple[Any, Any]) -> None:
     from trainer.export import choose_calibration
 
     model, ds = tiny_model
-    tflite, info = choose_calibration(model, ds, candidates=((50, 0), (100, 1)))
+    tflite, info = choose_calibration(model, ds, candidates=((50, 0, False), (100, 1, True)))
     assert tflite[4:8] == b"TFL3" and len(info["candidates"]) == 2
     assert info["tuning_agreement"] == max(c["tuning_agreement"] for c in info["candidates"])
+
+
+def test_channel_equalisation_is_exact_in_float(tiny_model: tuple[Any, Any]) -> None:
+    from trainer.fmcnn import equalize_channels, fold_batchnorm
+
+    model, ds = tiny_model
+    ref = model.predict(ds.X[:32, :, None], verbose=0)
+    eq = equalize_channels(fold_batchnorm(model), ds.X[:64])
+    np.testing.assert_allclose(eq.predict(ds.X[:32, :, None], verbose=0), ref, atol=1e-4)
 
 
 def test_architecture_follows_the_paper_and_is_small() -> None:
