@@ -89,6 +89,7 @@ def test_broker_stopped_mid_stream_loses_nothing(
     producer.start()
     try:
         assert sub.wait_for(lambda msgs: len(msgs) >= 20, 10), "stream did not start"
+        before_outage = max(r["seq"] for r in _distinct(sub))
         mosquitto.stop()
         # The subscriber's persistent session (and what is queued for it) survives the restart.
         assert (mosquitto.dir / "mosquitto.db").exists()
@@ -105,7 +106,14 @@ def test_broker_stopped_mid_stream_loses_nothing(
         producer.join()
         pub.close()
     seqs = [r["seq"] for r in _distinct(sub)]
-    assert seqs == list(range(1, n + 1))  # none lost, none reordered after de-duplication
+    assert sorted(seqs) == list(range(1, n + 1))  # none lost, none duplicated after de-duplication
+    # In order, except that a result in flight when the broker died may come after later ones
+    # (MQTT does not order resends across a broker restart; seen once under CI load). Every
+    # late result must be within the in-flight window around the last one the subscriber saw
+    # before the outage.
+    late = [s for i, s in enumerate(seqs) if i and s < max(seqs[:i])]
+    window = 32 + 4  # the publisher's in-flight window (+ status messages)
+    assert all(abs(s - before_outage) <= window for s in late), (late, before_outage)
     assert down_pending >= 40
 
 
