@@ -17,10 +17,16 @@ README = ROOT / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 SECTIONS = [
-    ("Accuracy: cross-validation, same folds for every model (`bench/accuracy.sh`)", ["cv/min8-*x10.md", "cv/paper-*x10.md"]),
+    (
+        "Accuracy: cross-validation, same folds for every model (`bench/accuracy.sh`)",
+        ["cv/min8-*x10.md", "cv/paper-*x10.md"],
+    ),
     ("Shipped model: int8 bundle", ["bundle.md"]),
     ("Which bands drove the decision: deconvnet attribution (the paper's Figure 5, ours)", ["figures"]),
-    ("Robustness: full edge pipeline on emulator spectra vs correlation search-match (`bench/robustness.py`)", ["robustness.md"]),
+    (
+        "Robustness: full edge pipeline on emulator spectra vs correlation search-match (`bench/robustness.py`)",
+        ["robustness.md"],
+    ),
     ("Edge performance: latency by stage, int8 vs float (`bench/edge_perf.py`)", ["edge_perf_latency.md"]),
     ("Throughput: emulator -> daemon -> Mosquitto (`bench/throughput.py`)", ["throughput.md"]),
     ("Soak and memory (`bench/soak.py`)", ["soak.md"]),
@@ -33,13 +39,15 @@ def bundle_table() -> str:
     manifest = json.loads((ROOT / "models" / "fmcnn-rruff" / "manifest.json").read_text())
     t = manifest.get("training", {})
     p = manifest.get("parity", {})
+    nan = float("nan")
     size = manifest.get("size_bytes", {})
     return (
         "| bundle | classes | spectra (train + held-out) | parameters | model.tflite | int8 vs float top-1 agreement | "
         "float acc. | int8 acc. | unknown threshold |\n|---|---|---|---|---|---|---|---|---|\n"
         f"| {manifest.get('name')} | {t.get('n_classes')} | {t.get('n_train')} + {t.get('n_heldout')} | "
-        f"{t.get('params')} | {size.get('model.tflite', 0) / 1024:.0f} KB | {p.get('top1_agreement', float('nan')):.3f} "
-        f"(n={p.get('n')}) | {p.get('float_accuracy', float('nan')):.3f} | {p.get('int8_accuracy', float('nan')):.3f} | "
+        f"{t.get('params')} | {size.get('model.tflite', 0) / 1024:.0f} KB | "
+        f"{p.get('top1_agreement', nan):.3f} (n={p.get('n')}, gate {p.get('gate', 0.99)}) | "
+        f"{p.get('float_accuracy', nan):.3f} | {p.get('int8_accuracy', nan):.3f} | "
         f"{manifest.get('unknown', {}).get('threshold', float('nan')):.3f} |\n"
     )
 
