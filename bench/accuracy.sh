@@ -3,7 +3,9 @@
 # for every model within a run. Resumable: per-fold results are cached next to each output
 # (bench/results/cv/*.folds.jsonl), so re-running continues where a previous run stopped.
 # REPEATS=10 gives the paper's 10x10 protocol; the default 1x10 is what fits a session on
-# 2 CPU cores (FMCNN on the paper selection takes ~6 min per fold there).
+# 2 CPU cores (FMCNN on the paper selection takes ~6 min per fold there). To tabulate a
+# partial run, rerun the same command with --cached-only: it trains nothing and marks the
+# table "partial run: k of N folds".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}

@@ -93,6 +93,9 @@ def cv(
     minerals: str = typer.Option(None, help="Restrict to these minerals (comma-separated; for quick runs)."),
     out: Path = typer.Option(Path("results/cv.json"), help="JSON output; a .md table is written beside it."),
     cache: Path = typer.Option(None, help="Per-fold JSON-lines cache; rerun resumes (default: OUT.folds.jsonl)."),
+    cached_only: bool = typer.Option(
+        False, "--cached-only", help="Train nothing: summarise the folds already in the cache (a partial run)."
+    ),
 ) -> None:
     """Repeated stratified K-fold CV, same folds for every model."""
 
@@ -118,11 +121,16 @@ def cv(
             def on_fold(r: Any) -> None:
                 progress.update(task, advance=1, description=f"{r.model} r{r.repeat} f{r.fold}: {r.accuracy:.3f}")
 
-            results = run_cv(ds, cfg, cache=cache or out.with_suffix(".folds.jsonl"), on_fold=on_fold)
+            results = run_cv(
+                ds, cfg, cache=cache or out.with_suffix(".folds.jsonl"), on_fold=on_fold, cached_only=cached_only
+            )
         summary = summarize(results, cfg.models)
         protocol = "grouped by specimen" if group_by else "stratified"
         n_cls = ds.n_classes if not group_by else len(set(ds.y.tolist()))
         title = f"{selection} selection, {repeats}x{folds}-fold, {protocol}: {len(ds.y)} spectra, {n_cls} classes"
+        done_folds = min((int(v["n_folds"]) for v in summary.values()), default=0)
+        if done_folds < folds * repeats:
+            title += f" (partial run: {done_folds} of {folds * repeats} folds done; resumable)"
         payload = {
             "config": {
                 "selection": selection,

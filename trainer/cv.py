@@ -102,6 +102,7 @@ def run_cv(
     *,
     cache: Path | None = None,
     on_fold: Callable[[FoldResult], None] | None = None,
+    cached_only: bool = False,
 ) -> list[FoldResult]:
     unknown = [m for m in cfg.models if m not in MODELS]
     if unknown:
@@ -127,6 +128,8 @@ def run_cv(
                     results.append(done[key])
                     if on_fold:
                         on_fold(done[key])
+                    continue
+                if cached_only:
                     continue
                 t0 = time.perf_counter()
                 scores = MODELS[name](ds.X[tr], ds.y[tr], ds.X[te], ds.n_classes, cfg.seed + repeat)
