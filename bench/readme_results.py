@@ -65,11 +65,15 @@ def headlines() -> list[str]:
         if cv:
             s = cv["summary"]
             ranked = sorted(s, key=lambda m: -s[m]["accuracy_mean"])
-            folds = min(int(v["n_folds"]) for v in s.values())
+            counts = {int(v["n_folds"]) for v in s.values()}
             proto = "grouped by specimen" if cv["config"].get("group_by") else "stratified"
+            if len(counts) == 1:
+                head, fmt = f"{counts.pop()} folds", "{m} {a:.3f}"
+            else:  # a partial run: say how many folds each mean is over
+                head, fmt = "partial run", "{m} {a:.3f} ({n} folds)"
             lines.append(
-                f"- **{cv['config']['selection']}**, {proto}, {folds} fold(s): "
-                + ", ".join(f"{m} {s[m]['accuracy_mean']:.3f}" for m in ranked)
+                f"- **{cv['config']['selection']}**, {proto}, {head}: "
+                + ", ".join(fmt.format(m=m, a=s[m]["accuracy_mean"], n=int(s[m]["n_folds"])) for m in ranked)
                 + " (paper: FMCNN 0.988, SVM 0.964 on its 196-class oriented subset)"
             )
     m = json.loads((ROOT / "models" / "fmcnn-rruff" / "manifest.json").read_text())
