@@ -15,6 +15,18 @@ class InputError(EdgeError, ValueError):
     """The data handed to us is unusable; the message says what and why."""
 
 
+class FileFormatError(InputError):
+    """A data file could not be read: carries the file, a 1-based line (or None) and a reason key."""
+
+    def __init__(self, file: str, line: int | None, reason: str, detail: str) -> None:
+        where = f"{file}:{line}" if line else file
+        super().__init__(f"{where}: {detail}")
+        self.file = file
+        self.line = line
+        self.reason = reason
+        self.detail = detail
+
+
 class SpectrumError(InputError):
     """A spectrum cannot be turned into model input (NaN, empty, too short, flat...)."""
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from edge.errors import InputError
+from edge.errors import FileFormatError
 from edge.preprocess import MIN_POINTS
 from trainer.rruff import RruffParseError, parse_rruff_text
 
@@ -42,16 +42,8 @@ _TRUE = {"true", "yes", "1", "on"}
 _FALSE = {"false", "no", "0", "off"}
 
 
-class SpectrumFileError(InputError):
+class SpectrumFileError(FileFormatError):
     """A spectrum file could not be read; `reason` is a short key, `line` is 1-based or None."""
-
-    def __init__(self, file: str, line: int | None, reason: str, detail: str) -> None:
-        where = f"{file}:{line}" if line else file
-        super().__init__(f"{where}: {detail}")
-        self.file = file
-        self.line = line
-        self.reason = reason
-        self.detail = detail
 
     @property
     def short(self) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from edge.errors import InputError
+from edge.errors import FileFormatError, InputError
 
 #: Default location of RRUFF data: $RAMAN_RRUFF, else the shared copy beside a
 #: checkout (../shared/data/rruff).
@@ -45,16 +45,8 @@ _FILENAME = re.compile(
 _NUMBER_LINE = re.compile(r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*[,;\t ]\s*\S")
 
 
-class RruffParseError(InputError):
+class RruffParseError(FileFormatError):
     """One RRUFF file could not be read; carries file, line and a reason key."""
-
-    def __init__(self, file: str, line: int | None, reason: str, detail: str) -> None:
-        where = f"{file}:{line}" if line else file
-        super().__init__(f"{where}: {detail}")
-        self.file = file
-        self.line = line
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True)
