@@ -58,9 +58,26 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(_fields(record), default=str)
 
 
+class _CurrentStderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is when a record is emitted.
+
+    A handler bound to the `sys.stderr` object of the moment keeps writing to it after it has
+    been replaced and closed (pytest's capture, an embedding application), and every later
+    record then fails with "I/O operation on closed file".
+    """
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: TextIO) -> None:
+        pass
+
+
 def configure_logging(level: str = "info", fmt: str = "kv", stream: TextIO | None = None) -> None:
     """Install one handler on the root logger (idempotent: replaces an earlier one)."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler: logging.Handler = logging.StreamHandler(stream) if stream is not None else _CurrentStderrHandler()
     handler.setFormatter(JsonFormatter() if fmt == "json" else KeyValueFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):

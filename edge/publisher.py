@@ -20,8 +20,13 @@ Rationale (threads, ordering, redelivery):
 * After a process restart paho's queue is empty and the pump starts again at the oldest
   row of the outbox. Either way consumers may see a result twice (QoS 1 is at least
   once) and must de-duplicate by `id`; they never see a gap or a reordering.
-* "Connected" is set only by a CONNACK with a success reason code, never by connect() or
-  connect_async() returning.
+* "Connected" (ready for new rows) is set only when the broker acknowledges the retained
+  `online` status published from on_connect, never by connect()/connect_async() returning nor
+  by the CONNACK itself. paho calls on_connect *before* it re-sends its unacknowledged
+  messages, with its in-flight count reset to zero, so a pump woken by on_connect could put a
+  new row on the wire ahead of an older re-sent one (seen in CI: seq 4 delivered after 15).
+  The network thread reads that PUBACK only after the CONNACK handler has written every
+  re-send, so from then on anything new is queued behind them.
 """
 
 from __future__ import annotations
@@ -217,6 +222,7 @@ class Publisher:
         self._cond = threading.Condition()
         # --- guarded by _cond -----------------------------------------------------------
         self._connected = False
+        self._session_mid: int | None = None  # mid of this connection's `online` status
         self._offline_logged = False
         self._dirty = True  # the pump should look at the outbox again
         self._acked_mids: list[int] = []
@@ -395,8 +401,14 @@ class Publisher:
                 self._connect_failures += 1
             self._log_offline_once(f"broker refused the connection: {reason}")
             return
-        client.publish(self.topics.status, ONLINE, qos=1, retain=True)
+        # Not "connected" yet: see the module docstring (ordering of paho's re-sends).
+        info = client.publish(self.topics.status, ONLINE, qos=1, retain=True)
         with self._cond:
+            self._session_mid = info.mid
+
+    def _on_session_ready(self) -> None:
+        with self._cond:
+            self._session_mid = None
             self._connected = True
             self._offline_logged = False
             self._dirty = True
@@ -413,14 +425,19 @@ class Publisher:
         with self._cond:
             was_connected = self._connected
             self._connected = False
+            self._session_mid = None
             self._cond.notify_all()
         if was_connected and not self._closing:
             self._log_offline_once(f"broker connection lost: {reason}")
 
     def _on_publish(self, _client: mqtt.Client, _u: Any, mid: int, _rc: Any, _props: Any) -> None:
         with self._cond:
-            self._acked_mids.append(mid)
-            self._cond.notify_all()
+            session_ready = mid == self._session_mid
+            if not session_ready:
+                self._acked_mids.append(mid)
+                self._cond.notify_all()
+        if session_ready:
+            self._on_session_ready()
 
     def _log_offline_once(self, why: str) -> None:
         with self._cond:

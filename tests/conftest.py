@@ -9,6 +9,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -115,3 +116,13 @@ def unstarted_broker(tmp_path: Path) -> Iterator[Broker]:
     broker = Broker(d)
     yield broker
     broker.stop()
+
+
+@pytest.fixture
+def link(mosquitto: Broker) -> Iterator[Any]:
+    """A TCP relay to `mosquitto` that the test can hold and cut (see tests/link.py)."""
+    from link import Link
+
+    relay = Link(mosquitto.port)
+    yield relay
+    relay.close()
