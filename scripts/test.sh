@@ -25,7 +25,7 @@ run_pytest .venv/bin/python -m pytest -q -p no:cacheprovider
 echo "== 2/3 device environment without TensorFlow (pip install .[edge])"
 if [ ! -x .venv-edge/bin/python ]; then python3 -m venv .venv-edge; fi
 .venv-edge/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv-edge/bin/python -m pip install -q '.[edge]' pytest pytest-timeout hypothesis
+.venv-edge/bin/python -m pip install -q '.[edge]' pytest pytest-timeout hypothesis jsonschema
 if .venv-edge/bin/python -c 'import tensorflow' >/dev/null 2>&1; then
   echo "test.sh: TensorFlow is importable in the edge environment" >&2; exit 1
 fi

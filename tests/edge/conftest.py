@@ -117,81 +117,12 @@ def subscriber_factory() -> Iterator[Callable[[str, str], Subscriber]]:
         s.close()
 
 
-# -- minimal JSON Schema (draft 2020-12 subset used by docs/result.schema.json) ---------------
-
-_TYPES: dict[str, Callable[[Any], bool]] = {
-    "object": lambda v: isinstance(v, dict),
-    "array": lambda v: isinstance(v, list),
-    "string": lambda v: isinstance(v, str),
-    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
-    "boolean": lambda v: isinstance(v, bool),
-    "null": lambda v: v is None,
-}
-
-
-def schema_errors(value: Any, schema: dict[str, Any], path: str = "$") -> list[str]:
-    import re
-
-    errs: list[str] = []
-    unsupported = set(schema) - {
-        "$schema",
-        "$id",
-        "title",
-        "description",
-        "type",
-        "const",
-        "enum",
-        "required",
-        "properties",
-        "additionalProperties",
-        "items",
-        "minimum",
-        "maximum",
-        "exclusiveMinimum",
-        "pattern",
-        "minLength",
-        "format",
-    }
-    assert not unsupported, f"validator does not implement {unsupported}"
-    if "type" in schema:
-        types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
-        if not any(_TYPES[t](value) for t in types):
-            return [f"{path}: {value!r} is not {types}"]
-    if "const" in schema and value != schema["const"]:
-        errs.append(f"{path}: {value!r} != {schema['const']!r}")
-    if "enum" in schema and value not in schema["enum"]:
-        errs.append(f"{path}: {value!r} not in {schema['enum']}")
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        if "minimum" in schema and value < schema["minimum"]:
-            errs.append(f"{path}: {value} < {schema['minimum']}")
-        if "maximum" in schema and value > schema["maximum"]:
-            errs.append(f"{path}: {value} > {schema['maximum']}")
-        if "exclusiveMinimum" in schema and value <= schema["exclusiveMinimum"]:
-            errs.append(f"{path}: {value} <= {schema['exclusiveMinimum']}")
-    if isinstance(value, str):
-        if "pattern" in schema and not re.search(schema["pattern"], value):
-            errs.append(f"{path}: {value!r} does not match {schema['pattern']}")
-        if len(value) < schema.get("minLength", 0):
-            errs.append(f"{path}: shorter than {schema['minLength']}")
-    if isinstance(value, dict):
-        for key in schema.get("required", []):
-            if key not in value:
-                errs.append(f"{path}: missing {key!r}")
-        props = schema.get("properties", {})
-        for key, sub in value.items():
-            if key in props:
-                errs += schema_errors(sub, props[key], f"{path}.{key}")
-            elif schema.get("additionalProperties", True) is False:
-                errs.append(f"{path}: unexpected key {key!r}")
-    if isinstance(value, list) and "items" in schema:
-        for i, item in enumerate(value):
-            errs += schema_errors(item, schema["items"], f"{path}[{i}]")
-    return errs
-
-
 @pytest.fixture(scope="session")
 def schema_check() -> Callable[[Any], list[str]]:
     """`schema_check(obj)` -> the list of violations of docs/result.schema.json (empty = ok)."""
+    from jsonschema import Draft202012Validator
+
     schema = json.loads(SCHEMA_PATH.read_text())
-    return lambda obj: schema_errors(obj, schema)
+    Draft202012Validator.check_schema(schema)
+    validator = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+    return lambda obj: [f"{e.json_path}: {e.message}" for e in validator.iter_errors(obj)]
