@@ -200,6 +200,7 @@ def _prepare(spec: Any, cfg: EdgeConfig, analyzer: Analyzer, port: str) -> tuple
 
 def _handle_frame(
     event: Any,
+    codec_ms: float | None,
     info: Any,
     shifts: Any,
     dark: Any,
@@ -210,10 +211,12 @@ def _handle_frame(
     stats: RunStats,
     out: Any,
 ) -> None:
-    t0 = time.perf_counter()
     acquired_at = datetime.now(timezone.utc)
+    t0 = time.perf_counter()
     counts = np.asarray(event.counts)
-    decode_ms = (time.perf_counter() - t0) * 1e3
+    # Deframing, CRC and parsing ran in the serial reader thread (codec_ms); add them here so
+    # `decode` is the whole bytes-to-array cost.
+    decode_ms = (time.perf_counter() - t0) * 1e3 + (codec_ms or 0.0)
     analysis = analyzer.analyze_counts(
         counts,
         shifts,
@@ -317,7 +320,8 @@ def run(cfg: EdgeConfig, *, stop: threading.Event | None = None, out: Any = None
                             shifts = analyzer.shifts_for(info.calibration_nm, info.laser_nm, info.pixel_count)
                         continue
                     backoff_s = 1.0
-                    _handle_frame(event, info, shifts, dark, analyzer, bundle, cfg, publisher, stats, out)
+                    codec_ms = spec.transport.decode_ms(event)
+                    _handle_frame(event, codec_ms, info, shifts, dark, analyzer, bundle, cfg, publisher, stats, out)
                     if cfg.count is not None and stats.spectra >= cfg.count:
                         break
             except BridgeError as err:

@@ -25,6 +25,7 @@ import serial
 
 from firmware_bridge.codec import Codec, Event
 from firmware_bridge.errors import DeviceError
+from firmware_bridge.messages import SpectrumFrame
 
 #: Events waiting to be read. Beyond this the oldest are dropped (counted), so a caller that
 #: stops reading cannot make the process grow; a spectrum is at most ~8 KiB.
@@ -84,7 +85,10 @@ class Transport:
         self.link_downs = 0
         self._serial: Any = None
         self._lock = threading.Lock()  # guards _serial between reader and senders
-        self._events: queue.Queue[TransportEvent] = queue.Queue()
+        self._events: queue.Queue[tuple[TransportEvent, float]] = queue.Queue()
+        # Codec time per spectrum handed out by get(), keyed by id(frame) until the consumer
+        # asks for it (decode_ms()); bounded so unclaimed entries cannot accumulate.
+        self._decode_ms: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -132,20 +136,29 @@ class Transport:
     def get(self, timeout_s: float | None) -> TransportEvent | None:
         """Next event, or None after `timeout_s`."""
         try:
-            return self._events.get(timeout=timeout_s)
+            event, decode_ms = self._events.get(timeout=timeout_s)
         except queue.Empty:
             return None
+        if isinstance(event, SpectrumFrame):
+            if len(self._decode_ms) >= 4 * MAX_QUEUED_EVENTS:
+                self._decode_ms.pop(next(iter(self._decode_ms)))
+            self._decode_ms[id(event)] = decode_ms
+        return event
+
+    def decode_ms(self, frame: SpectrumFrame) -> float | None:
+        """Time the codec spent turning bytes into `frame` (deframe, CRC, parse); once per frame."""
+        return self._decode_ms.pop(id(frame), None)
 
     # -- reader thread -------------------------------------------------------------------
 
-    def _put(self, event: TransportEvent) -> None:
+    def _put(self, event: TransportEvent, decode_ms: float = 0.0) -> None:
         if self._events.qsize() >= MAX_QUEUED_EVENTS:
             try:
                 self._events.get_nowait()
                 self.events_dropped += 1
             except queue.Empty:
                 pass
-        self._events.put(event)
+        self._events.put((event, decode_ms))
 
     def _close_serial(self) -> None:
         if self._serial is not None:
@@ -183,12 +196,15 @@ class Transport:
             if not data:
                 continue
             with self._lock:  # discard_input() may reset the codec from another thread
+                t0 = time.perf_counter()
                 self.codec.feed(data)
                 events = []
                 while (event := self.codec.next_event()) is not None:
-                    events.append(event)
-            for event in events:
-                self._put(event)
+                    t1 = time.perf_counter()
+                    events.append((event, (t1 - t0) * 1e3))
+                    t0 = t1
+            for event, decode_ms in events:
+                self._put(event, decode_ms)
 
 
 def wait_until(predicate: Any, timeout_s: float, interval_s: float = 0.01) -> bool:

@@ -36,6 +36,10 @@ def test_handshake_acquire_dark_and_stream(make_emulator: MakeEmulator, tmp_path
         assert all(f.flags & m.SpectrumFlag.LASER_ON for f in frames)
         streamed = [x for x in spec.stream(period_ms=10, max_frames=5)]
         assert len(streamed) == 5 and all(isinstance(x, m.SpectrumFrame) for x in streamed)
+        # The reader timed the codec for every frame; the figure is handed out once.
+        decode_ms = [spec.transport.decode_ms(f) for f in streamed]
+        assert all(d is not None and 0 < d < 1000 for d in decode_ms), decode_ms
+        assert spec.transport.decode_ms(streamed[0]) is None
         assert spec.stats.corrupt_frames == 0 and spec.stats.dropped_seqs == 0
     assert emu.wait_for(lambda s: not s.streaming, timeout_s=2)
     lines = gt.read_text().splitlines()
