@@ -72,7 +72,7 @@ ensure_repo_on_path()
 
 from edge.bundle import load_bundle  # noqa: E402
 from edge.errors import SpectrumError  # noqa: E402
-from edge.pipeline import Analyzer  # noqa: E402
+from edge.pipeline import Analyzer, QualityLimits  # noqa: E402
 from edge.preprocess import preprocess  # noqa: E402
 from firmware_bridge.physics import InstrumentModel, simulate_counts  # noqa: E402
 from trainer.models import best_per_class  # noqa: E402
@@ -98,7 +98,7 @@ SWEEPS: dict[str, tuple[str, list[float], str]] = {
     "snr": ("integration_ms", [2, 5, 10, 20, 40, 100, 200], "integration (ms) at 60 e-/ms"),
     "fluorescence": ("fluorescence_ratio", [0, 2, 5, 10, 20], "fluorescence / strongest band"),
     "calibration": ("shift_error_cm1", [0, 2, 5, 10, 20, 30], "reported shift error (cm-1)"),
-    "cosmic": ("cosmic_rate", [0, 0.2, 1, 3, 10], "cosmic rays per frame (mean)"),
+    "cosmic": ("cosmic_rate", [0, 0.2, 1, 3, 10, 30], "cosmic rays per frame (mean)"),
     "laser": ("laser_nm", [532, 785], "laser (nm)"),
     "dark_cosmic": ("dark_cosmic", [0, 1], "cosmic rays in the dark frame"),
 }
@@ -422,13 +422,16 @@ def main(argv: list[str] | None = None) -> int:
         help="trainer data.npz of the bundle (groups, is_val) to report held-out accuracy",
     )
     ap.add_argument("--no-dark", action="store_true", help="do not subtract a dark frame")
+    ap.add_argument("--max-spikes", type=int, default=None, help="override the gate's cosmic-ray pixel limit")
     ap.add_argument("--factors", default=",".join(SWEEPS), help="comma-separated subset of " + ",".join(SWEEPS))
     args = ap.parse_args(argv)
     t_start = time.perf_counter()
     machine = machine_info()
 
     bundle = load_bundle(args.model)
-    analyzer = Analyzer(bundle)
+    analyzer = Analyzer(
+        bundle, limits=QualityLimits() if args.max_spikes is None else QualityLimits(max_spikes=args.max_spikes)
+    )
     sources = load_sources(args.rruff, bundle.labels)
     sources, lib_X, lib_Z, lib_y = build_library(sources, bundle)
     groups = np.array([s.rruff_id for s in sources])

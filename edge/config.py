@@ -21,6 +21,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit
 
 from edge.errors import ConfigError
+from edge.quality import QualityLimits
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -111,6 +112,11 @@ class EdgeConfig:
     outbox_max_bytes: int = 256 * 1024 * 1024
     outbox_max_age_s: float = 7 * 24 * 3600.0
     drain_timeout_s: float = 30.0  # on shutdown, wait this long for the outbox to drain
+    # quality gate (edge/quality.py explains each default)
+    min_snr: float = QualityLimits.min_snr
+    max_fluorescence_ratio: float = QualityLimits.max_fluorescence_ratio
+    max_spikes: int = QualityLimits.max_spikes
+    min_coverage: float = QualityLimits.min_coverage
     # logging
     log_level: str = "info"
     log_format: str = "kv"
@@ -121,6 +127,15 @@ class EdgeConfig:
     @property
     def broker_url(self) -> BrokerUrl:
         return parse_broker_url(self.broker)
+
+    @property
+    def quality_limits(self) -> QualityLimits:
+        return QualityLimits(
+            min_snr=self.min_snr,
+            max_fluorescence_ratio=self.max_fluorescence_ratio,
+            max_spikes=self.max_spikes,
+            min_coverage=self.min_coverage,
+        )
 
 
 def config_keys() -> tuple[str, ...]:
@@ -257,6 +272,7 @@ def _validate(c: EdgeConfig) -> None:
             raise ConfigError(f"{key} must be > 0, got {value}")
     if c.count is not None and c.count < 1:
         raise ConfigError(f"count must be >= 1, got {c.count}")
+    c.quality_limits  # noqa: B018 - validates the gate thresholds (raises ConfigError)
     if c.drain_timeout_s < 0:
         raise ConfigError(f"drain_timeout_s must be >= 0, got {c.drain_timeout_s}")
     if c.log_level.lower() not in LOG_LEVELS:

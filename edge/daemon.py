@@ -262,7 +262,7 @@ def run(cfg: EdgeConfig, *, stop: threading.Event | None = None, out: Any = None
     if not cfg.simulate and not cfg.port:
         raise InputError("no spectrometer: give --port PORT (e.g. /dev/serial/by-id/...) or --simulate")
     bundle = load_bundle(cfg.model_dir)
-    analyzer = Analyzer(bundle)
+    analyzer = Analyzer(bundle, limits=cfg.quality_limits)
     log.info(
         "model loaded",
         extra={

@@ -50,7 +50,7 @@ def classify(
     out = out or sys.stdout
     err = err or sys.stderr
     bundle = load_bundle(cfg.model_dir)
-    analyzer = Analyzer(bundle)
+    analyzer = Analyzer(bundle, limits=cfg.quality_limits)
     counts = {"ok": 0, "rejected": 0, "error": 0}
     for f in files:
         record = classify_file(analyzer, f, corrected=corrected)

@@ -20,20 +20,12 @@ from edge.classifier import Classifier
 from edge.deconv import DeconvWeights, Peak, attribution, top_peaks
 from edge.errors import SpectrumError
 from edge.preprocess import Prepared, pixel_to_wavelength, preprocess, to_raman_shift
+from edge.quality import QualityLimits
+
+__all__ = ["Analysis", "Analyzer", "QualityLimits"]
 
 #: Detector full scale for uint16 counts.
 FULL_SCALE = 65535
-
-
-@dataclass(frozen=True)
-class QualityLimits:
-    """Thresholds of the quality gate (documented in docs/mqtt.md, "rejected reasons")."""
-
-    min_snr: float = 8.0  # strongest band over pixel noise, after baseline removal
-    max_fluorescence_ratio: float = 200.0  # background height over strongest band
-    max_spikes: int = 12  # cosmic-ray pixels replaced in one spectrum
-    min_coverage: float = 0.3  # fraction of the model grid the spectrum covers
-    max_saturated_pixels: int = 0  # any saturated pixel distorts band ratios
 
 
 @dataclass(frozen=True)
