@@ -365,6 +365,17 @@ def analyse(w: World, title: str, rc: int | None, p: Params, elapsed: float) -> 
                 with contextlib.suppress(ValueError, KeyError, TypeError):
                     not_stored_frames.append(json.loads(line[line.index("{") :])["instrument"]["frame_seq"])
     committed_lost = sorted(set(committed) - delivered_seqs)
+    # First copies that arrived after a higher seq (what a consumer ordering by arrival sees wrong).
+    out_of_order: list[int] = []
+    seen: set[str] = set()
+    highest = 0
+    for d in sorted(deliveries, key=lambda d: d.t):
+        if d.id in seen:
+            continue
+        seen.add(d.id)
+        if d.seq < highest:
+            out_of_order.append(d.seq)
+        highest = max(highest, d.seq)
     frames = w.emu.frames
     light = [f for f in frames if not f.dark and f.streamed and not f.stale]
     stale = [f for f in frames if f.stale]
@@ -409,6 +420,8 @@ def analyse(w: World, title: str, rc: int | None, p: Params, elapsed: float) -> 
         "delivered_unique": len(by_id),
         "deliveries": len(deliveries),
         "duplicated": len(deliveries) - len(by_id),
+        "out_of_order": len(out_of_order),
+        "out_of_order_seqs": out_of_order[:50],
         "committed_lost": len(committed_lost),
         "committed_lost_seqs": committed_lost[:50],
         "not_stored_outbox_full": sum(r.outbox_full for r in w.runs),
@@ -456,7 +469,7 @@ def markdown(data: dict[str, Any]) -> str:
     rows = []
     for r in data["cases"]:
         if "error" in r:
-            rows.append([r["case"], "error: " + r["error"]] + [""] * 9)
+            rows.append([r["case"], "error: " + r["error"]] + [""] * 10)
             continue
         mark = " (separate run, merged)" if r.get("merged_run") else ""
         c = r["frames_unprocessed_by_cause"]
@@ -467,6 +480,7 @@ def markdown(data: dict[str, Any]) -> str:
                 r["spectra_sent"],
                 r["delivered_unique"],
                 r["duplicated"],
+                fmt(r.get("out_of_order")),
                 r["committed_lost"],
                 r["not_stored_outbox_full"],
                 f"{r['frames_unprocessed']} ({causes})" if r["frames_unprocessed"] else "0",
@@ -486,6 +500,7 @@ def markdown(data: dict[str, Any]) -> str:
                 "sent",
                 "delivered",
                 "dup",
+                "late",
                 "committed lost",
                 "not stored",
                 "frames unprocessed (cause)",
@@ -495,13 +510,14 @@ def markdown(data: dict[str, Any]) -> str:
                 "exit",
             ],
             rows,
-            "lrrrrrlrrrr",
+            "lrrrrrrlrrrr",
         ),
         "",
         "- **sent**: light spectra the emulator generated for the daemon's stream, up to the last one that became a "
         "result (later ones were in flight when the daemon was stopped; stale-session frames and dark replies "
         "excluded). **delivered**: unique result ids at the subscriber (persistent session, QoS 1); "
-        "**dup** = deliveries - unique ids (before de-duplication).",
+        "**dup** = deliveries - unique ids (before de-duplication); **late**: first copies that arrived "
+        "after a result with a higher seq.",
         "- **committed lost**: results the daemon printed as committed to its outbox that never reached the "
         "subscriber. **not stored**: results built but refused by a full outbox (printed whole on stdout).",
         "- **frames unprocessed**: sent frames up to the last one that became a result, with no result; "
