@@ -68,7 +68,7 @@ class Params:
     garbage_s: float = 30.0
     stale_lead_s: float = 3.0
     tmpfs_bytes: int = 8 * 1024 * 1024
-    disk_free_bytes: int = 96 * 1024  # left free by the filler file
+    disk_free_bytes: int = 640 * 1024  # left free by the filler file: room for a backlog > the 32-row window
     disk_full_max_s: float = 30.0
     disk_full_observe_s: float = 15.0
     slow_consumer_retry_s: int = 8  # the slow consumer's reconnect interval

@@ -232,6 +232,7 @@ class Publisher:
         self._inflight: dict[int, int] = {}  # mid -> seq
         self._sent_through = 0  # highest seq handed to paho by this process
         self._ack_backlog: list[int] = []  # acknowledged seqs not yet deleted from the outbox
+        self._ack_failing = False  # the last delete of acknowledged rows failed (disk full)
         # --- statistics (under _stats_lock) ----------------------------------------------
         self._stats_lock = threading.Lock()
         self._started = clock()
@@ -496,16 +497,32 @@ class Publisher:
                 return
 
     def _resolve_acks(self, mids: list[int]) -> None:
-        self._ack_backlog.extend(self._inflight.pop(m) for m in mids if m in self._inflight)
+        acked = [self._inflight.pop(m) for m in mids if m in self._inflight]
+        if acked:
+            with self._stats_lock:
+                self._acked_total += len(acked)
+            self._ack_backlog.extend(acked)
         if not self._ack_backlog:
             return
-        # On an OutboxError the backlog is kept and retried with the next batch of acks.
-        self._outbox.ack(self._ack_backlog)
-        n = len(self._ack_backlog)
+        try:
+            self._outbox.ack(self._ack_backlog)
+        except OutboxError as err:
+            # A full disk refuses even a DELETE (SQLite journals it first). The acknowledged
+            # rows stay, are retried on every pass, and are skipped by _fill_window (it reads
+            # past _sent_through), so the rest of the backlog keeps draining meanwhile. A
+            # restart before the retry succeeds re-sends them: consumers de-duplicate by id.
+            if not self._ack_failing:
+                self._ack_failing = True
+                log.error(
+                    "cannot delete acknowledged results from the outbox; will retry",
+                    extra={"error": str(err), "acknowledged": len(self._ack_backlog)},
+                )
+            return
+        if self._ack_failing:
+            self._ack_failing = False
+            log.info("outbox deletes work again", extra={"deleted": len(self._ack_backlog)})
         self._ack_backlog = []
         pending = self._outbox.pending()
-        with self._stats_lock:
-            self._acked_total += n
         with self._cond:
             self._pending = pending
             self._dirty = True
