@@ -16,13 +16,13 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from edge.bundle import Bundle
-from edge.classifier import Classifier
+from edge.classifier import Classifier, Prediction
 from edge.deconv import DeconvWeights, Peak, attribution, top_peaks
 from edge.errors import SpectrumError
 from edge.preprocess import Prepared, pixel_to_wavelength, preprocess, to_raman_shift
 from edge.quality import QualityLimits
 
-__all__ = ["Analysis", "Analyzer", "QualityLimits"]
+__all__ = ["Analysis", "Analyzer", "QualityLimits", "classify_library_spectrum"]
 
 #: Detector full scale for uint16 counts.
 FULL_SCALE = 65535
@@ -165,3 +165,15 @@ class Analyzer:
             latency_ms={k: round(v, 3) for k, v in latency.items()},
             values=prep.values,
         )
+
+
+def classify_library_spectrum(
+    classifier: Classifier, shift_cm1: ArrayLike, intensity: ArrayLike, k: int = 3
+) -> Prediction:
+    """Score one already-corrected library spectrum (RRUFF Processed) as `edge classify` does.
+
+    The same preprocessing and interpreter, without the quality gate and the deconv: what
+    `trainer evaluate` and the runtime-compatibility check measure. Raises SpectrumError.
+    """
+    prep = preprocess(shift_cm1, intensity, classifier.bundle.spec, corrected=True)
+    return classifier.classify(prep.values, k=k)

@@ -15,7 +15,7 @@ import numpy as np
 
 from edge.bundle import load_bundle
 from edge.classifier import Classifier
-from edge.preprocess import preprocess
+from edge.pipeline import classify_library_spectrum
 from trainer.rruff import DEFAULT_RRUFF_PATH, load_rruff
 
 OUT = Path(__file__).resolve().parent.parent / "tests" / "edge" / "data" / "runtime_reference.json"
@@ -32,7 +32,7 @@ def main() -> None:
     rows = []
     for i in sorted(pick):
         s = spectra[i]
-        p = clf.probabilities(preprocess(s.shift_cm1, s.intensity, bundle.spec, corrected=True).values)
+        p = classify_library_spectrum(clf, s.shift_cm1, s.intensity).probabilities
         rows.append(
             {
                 "file": s.file,

@@ -11,7 +11,7 @@ import numpy as np
 from edge.bundle import load_bundle
 from edge.classifier import Classifier
 from edge.errors import SpectrumError
-from edge.preprocess import preprocess
+from edge.pipeline import classify_library_spectrum
 from trainer.cv import macro_f1
 from trainer.rruff import load_rruff
 
@@ -30,11 +30,10 @@ def evaluate_bundle(bundle_dir: str | Path, data: str | Path, out: Path | None =
             n_unknown_label += 1
             continue
         try:
-            prep = preprocess(s.shift_cm1, s.intensity, bundle.spec, corrected=True)
+            pred = classify_library_spectrum(clf, s.shift_cm1, s.intensity, k=3)
         except SpectrumError:
             n_unreadable += 1
             continue
-        pred = clf.classify(prep.values, k=3)
         truth = index[s.mineral]
         top_idx = [index[m] for m, _p in pred.top]
         y_true.append(truth)

@@ -16,7 +16,7 @@ import pytest
 
 from edge.bundle import load_bundle
 from edge.classifier import Classifier
-from edge.preprocess import preprocess
+from edge.pipeline import classify_library_spectrum
 from trainer.rruff import DEFAULT_RRUFF_PATH, iter_files, parse_rruff_text
 
 REFERENCE = Path(__file__).resolve().parent / "data" / "runtime_reference.json"
@@ -42,7 +42,7 @@ def test_shipped_bundle_agrees_with_reference_under_this_runtime() -> None:
     got = {}
     for name, raw in iter_files(DEFAULT_RRUFF_PATH, lambda n: Path(n).name in wanted):
         s = parse_rruff_text(raw, name)
-        p = clf.probabilities(preprocess(s.shift_cm1, s.intensity, bundle.spec, corrected=True).values)
+        p = classify_library_spectrum(clf, s.shift_cm1, s.intensity).probabilities
         got[s.file] = (bundle.labels[int(p.argmax())], float(p.max()))
     assert set(got) == set(wanted)
     agree = sum(got[f][0] == r["top1"] for f, r in wanted.items())
