@@ -129,7 +129,9 @@ def run_cv(
                 if cached_only:
                     continue
                 t0 = time.perf_counter()
-                scores = MODELS[name](ds.X[tr], ds.y[tr], ds.X[te], ds.n_classes, cfg.seed + repeat)
+                scores = MODELS[name](
+                    ds.X[tr], ds.y[tr], ds.X[te], ds.n_classes, cfg.seed + repeat, groups=ds.groups[tr]
+                )
                 elapsed = time.perf_counter() - t0
                 pred = np.argmax(scores, axis=1)
                 res = FoldResult(

@@ -55,6 +55,9 @@ class TrainConfig:
     learning_rate: float = 1e-3
     patience: int = 15
     val_fraction: float = 0.1
+    # "spectrum": random validation spectra; "specimen": whole specimens (RRUFF IDs), so early
+    # stopping watches specimens the model has not seen, as on the instrument. Needs groups.
+    val_split: str = "spectrum"
     label_smoothing: float = 0.0
     augment: bool = True
     seed: int = 0
@@ -217,6 +220,37 @@ def _val_split(y: NDArray[np.int64], fraction: float, rng: np.random.Generator) 
     return is_val
 
 
+def _specimen_val_split(
+    y: NDArray[np.int64], groups: NDArray[Any], fraction: float, rng: np.random.Generator
+) -> NDArray[np.bool_]:
+    """Validation rows: whole specimens, a random fraction of each class's specimens, never all."""
+    is_val = np.zeros(y.size, dtype=bool)
+    if fraction <= 0:
+        return is_val
+    for c in np.unique(y):
+        rows = np.flatnonzero(y == c)
+        specimens = np.unique(groups[rows])
+        if specimens.size >= 2:
+            take = rng.random(specimens.size) < fraction
+            if take.all():
+                take[rng.integers(specimens.size)] = False
+            is_val[rows[np.isin(groups[rows], specimens[take])]] = True
+    return is_val
+
+
+def validation_rows(
+    y: NDArray[np.int64], cfg: TrainConfig, rng: np.random.Generator, groups: NDArray[Any] | None = None
+) -> NDArray[np.bool_]:
+    """The early-stopping validation rows `train_fmcnn` holds out (also the export's held-out set)."""
+    if cfg.val_split == "specimen":
+        if groups is None:
+            raise ValueError("val_split='specimen' needs the specimen of every row (groups)")
+        return _specimen_val_split(y, groups, cfg.val_fraction, rng)
+    if cfg.val_split != "spectrum":
+        raise ValueError(f"val_split must be 'spectrum' or 'specimen', got {cfg.val_split!r}")
+    return _val_split(y, cfg.val_fraction, rng)
+
+
 def train_fmcnn(
     X: NDArray[np.float32],
     y: NDArray[np.int64],
@@ -224,6 +258,7 @@ def train_fmcnn(
     cfg: TrainConfig | None = None,
     *,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    groups: NDArray[Any] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Train with early stopping on a validation split; returns (model, history)."""
     import keras
@@ -231,7 +266,7 @@ def train_fmcnn(
     cfg = cfg or TrainConfig()
     keras.utils.set_random_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    is_val = _val_split(y, cfg.val_fraction, rng)
+    is_val = validation_rows(y, cfg, rng, groups)
     Xtr, ytr, Xva, yva = X[~is_val], y[~is_val], X[is_val], y[is_val]
     model = make_fmcnn(X.shape[1], n_classes, cfg.arch)
     model.compile(

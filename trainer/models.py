@@ -1,14 +1,15 @@
 """Classifiers compared by `trainer cv`, behind one small interface.
 
-A model is a function `(X_train, y_train, X_test, n_classes, seed) -> scores` where scores
-has shape (n_test, n_classes) and a higher score means a more likely class (probabilities,
+A model is a function `(X_train, y_train, X_test, n_classes, seed, groups=None) -> scores`
+(`groups`: the specimen of every training row, for models that hold out by specimen) where
+scores has shape (n_test, n_classes) and a higher score means a more likely class (probabilities,
 decision values or similarities; only the ranking is used). Adding a model = adding one
 function to `MODELS`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -16,7 +17,13 @@ from numpy.typing import NDArray
 Scores = NDArray[np.float64]
 F32 = NDArray[np.float32]
 I64 = NDArray[np.int64]
-ModelFn = Callable[[NDArray[np.float32], NDArray[np.int64], NDArray[np.float32], int, int], Scores]
+Groups = NDArray[Any]  # specimen id (RRUFF ID) of every row
+
+
+class ModelFn(Protocol):
+    def __call__(
+        self, X_train: F32, y_train: I64, X_test: F32, n_classes: int, seed: int, groups: Groups | None = None
+    ) -> Scores: ...
 
 
 def _spread(proba: NDArray[np.float64], classes: NDArray[np.int64], n_classes: int) -> Scores:
@@ -42,7 +49,9 @@ def _standardize_rows(X: NDArray[np.float32]) -> NDArray[np.float64]:
     return Z / np.where(norm == 0, 1.0, norm)
 
 
-def corr_scores(X_train: F32, y_train: I64, X_test: F32, n_classes: int, seed: int) -> Scores:
+def corr_scores(
+    X_train: F32, y_train: I64, X_test: F32, n_classes: int, seed: int, groups: Groups | None = None
+) -> Scores:
     """Search-match: Pearson correlation with every library spectrum; best match per class.
 
     What RRUFF/CrystalSleuth-style tools do: no training, the library is the model.
@@ -51,7 +60,9 @@ def corr_scores(X_train: F32, y_train: I64, X_test: F32, n_classes: int, seed: i
     return best_per_class(sim, y_train, n_classes)
 
 
-def knn_scores(X_train: F32, y_train: I64, X_test: F32, n_classes: int, seed: int) -> Scores:
+def knn_scores(
+    X_train: F32, y_train: I64, X_test: F32, n_classes: int, seed: int, groups: Groups | None = None
+) -> Scores:
     """1-NN (Euclidean), scored by negative distance to each class's nearest spectrum."""
     a = X_test.astype(np.float64)
     b = X_train.astype(np.float64)
@@ -59,7 +70,9 @@ def knn_scores(X_train: F32, y_train: I64, X_test: F32, n_classes: int, seed: in
     return best_per_class(-np.sqrt(np.maximum(d2, 0)), y_train, n_classes)
 
 
-def rf_scores(X_train: F32, y_train: I64, X_test: F32, n_classes: int, seed: int) -> Scores:
+def rf_scores(
+    X_train: F32, y_train: I64, X_test: F32, n_classes: int, seed: int, groups: Groups | None = None
+) -> Scores:
     from sklearn.ensemble import RandomForestClassifier
 
     m = RandomForestClassifier(n_estimators=500, n_jobs=-1, random_state=seed)
@@ -67,7 +80,9 @@ def rf_scores(X_train: F32, y_train: I64, X_test: F32, n_classes: int, seed: int
     return _spread(m.predict_proba(X_test), m.classes_, n_classes)
 
 
-def svm_scores(X_train: F32, y_train: I64, X_test: F32, n_classes: int, seed: int) -> Scores:
+def svm_scores(
+    X_train: F32, y_train: I64, X_test: F32, n_classes: int, seed: int, groups: Groups | None = None
+) -> Scores:
     from sklearn.svm import SVC
 
     m = SVC(kernel="linear", C=100, decision_function_shape="ovr", random_state=seed)
@@ -78,7 +93,9 @@ def svm_scores(X_train: F32, y_train: I64, X_test: F32, n_classes: int, seed: in
     return _spread(dec, m.classes_, n_classes)
 
 
-def lda_scores(X_train: F32, y_train: I64, X_test: F32, n_classes: int, seed: int) -> Scores:
+def lda_scores(
+    X_train: F32, y_train: I64, X_test: F32, n_classes: int, seed: int, groups: Groups | None = None
+) -> Scores:
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
     m = LinearDiscriminantAnalysis()
@@ -86,24 +103,53 @@ def lda_scores(X_train: F32, y_train: I64, X_test: F32, n_classes: int, seed: in
     return _spread(m.predict_proba(X_test), m.classes_, n_classes)
 
 
-def fmcnn_scores(X_train: F32, y_train: I64, X_test: F32, n_classes: int, seed: int) -> Scores:
-    from trainer.fmcnn import TrainConfig, train_fmcnn
+def _fmcnn(X_train: F32, y_train: I64, X_test: F32, n_classes: int, cfg: Any, groups: Groups | None) -> Scores:
+    from trainer.fmcnn import train_fmcnn
 
-    model, _hist = train_fmcnn(X_train, y_train, n_classes, TrainConfig(seed=seed))
+    model, _hist = train_fmcnn(X_train, y_train, n_classes, cfg, groups=groups)
     return np.asarray(model.predict(X_test[..., None], verbose=0, batch_size=256), np.float64)
 
 
-def fmcnn_noaug_scores(X_train: F32, y_train: I64, X_test: F32, n_classes: int, seed: int) -> Scores:
+def fmcnn_scores(
+    X_train: F32, y_train: I64, X_test: F32, n_classes: int, seed: int, groups: Groups | None = None
+) -> Scores:
+    from trainer.fmcnn import TrainConfig
+
+    return _fmcnn(X_train, y_train, X_test, n_classes, TrainConfig(seed=seed), groups)
+
+
+def fmcnn_noaug_scores(
+    X_train: F32, y_train: I64, X_test: F32, n_classes: int, seed: int, groups: Groups | None = None
+) -> Scores:
     """FMCNN without instrument augmentation: measures what augmentation buys."""
-    from trainer.fmcnn import TrainConfig, train_fmcnn
+    from trainer.fmcnn import TrainConfig
 
-    model, _hist = train_fmcnn(X_train, y_train, n_classes, TrainConfig(seed=seed, augment=False))
-    return np.asarray(model.predict(X_test[..., None], verbose=0, batch_size=256), np.float64)
+    return _fmcnn(X_train, y_train, X_test, n_classes, TrainConfig(seed=seed, augment=False), groups)
+
+
+def fmcnn_spectrum_val_scores(
+    X_train: F32, y_train: I64, X_test: F32, n_classes: int, seed: int, groups: Groups | None = None
+) -> Scores:
+    """FMCNN early-stopped on random validation *spectra* (siblings of training spectra)."""
+    from trainer.fmcnn import TrainConfig
+
+    return _fmcnn(X_train, y_train, X_test, n_classes, TrainConfig(seed=seed, val_split="spectrum"), groups)
+
+
+def fmcnn_specimen_val_scores(
+    X_train: F32, y_train: I64, X_test: F32, n_classes: int, seed: int, groups: Groups | None = None
+) -> Scores:
+    """FMCNN early-stopped on held-out *specimens*: the stopping point tracks unseen specimens."""
+    from trainer.fmcnn import TrainConfig
+
+    return _fmcnn(X_train, y_train, X_test, n_classes, TrainConfig(seed=seed, val_split="specimen"), groups)
 
 
 MODELS: dict[str, ModelFn] = {
     "fmcnn": fmcnn_scores,
     "fmcnn_noaug": fmcnn_noaug_scores,
+    "fmcnn_spectrum_val": fmcnn_spectrum_val_scores,
+    "fmcnn_specimen_val": fmcnn_specimen_val_scores,
     "svm": svm_scores,
     "knn": knn_scores,
     "rf": rf_scores,

@@ -177,3 +177,26 @@ def test_arch_config_is_recorded() -> None:
 
     d = TrainConfig(arch=ArchConfig(bottleneck=32)).to_dict()
     assert d["arch"]["bottleneck"] == 32 and d["seed"] == 0
+
+
+def test_specimen_validation_holds_out_whole_specimens_and_keeps_every_class() -> None:
+    from trainer.fmcnn import TrainConfig, validation_rows
+
+    rng = np.random.default_rng(0)
+    # 300 classes with 1-5 specimens of 1-3 spectra each, like RRUFF.
+    y, groups = [], []
+    for c in range(300):
+        for s in range(int(rng.integers(1, 6))):
+            for _ in range(int(rng.integers(1, 4))):
+                y.append(c)
+                groups.append(f"R{c:03d}{s}")
+    y_arr, g_arr = np.array(y, dtype=np.int64), np.array(groups)
+    cfg = TrainConfig(val_split="specimen", val_fraction=0.2)
+    is_val = validation_rows(y_arr, cfg, np.random.default_rng(1), g_arr)
+    assert not set(g_arr[is_val]) & set(g_arr[~is_val])  # no specimen on both sides
+    assert set(y_arr[~is_val]) == set(y_arr)  # every class keeps a training specimen
+    assert 0.1 < is_val.mean() < 0.3
+    spectrum = validation_rows(y_arr, TrainConfig(val_split="spectrum", val_fraction=0.2), np.random.default_rng(1))
+    assert set(g_arr[spectrum]) & set(g_arr[~spectrum])  # the old split shares specimens
+    with pytest.raises(ValueError, match="needs the specimen"):
+        validation_rows(y_arr, cfg, np.random.default_rng(1))
