@@ -161,17 +161,23 @@ def cv(
 
 
 def _train(
-    data: Path | None, selection: str, minerals: str | None, epochs: int, seed: int, augment: bool
+    data: Path | None,
+    selection: str,
+    minerals: str | None,
+    epochs: int,
+    seed: int,
+    augment: bool,
+    val_split: str = "spectrum",
 ) -> tuple[Any, Any, dict[str, Any], Any]:
     import numpy as np
     from rich.progress import Progress
 
-    from trainer.fmcnn import TrainConfig, _val_split, train_fmcnn
+    from trainer.fmcnn import TrainConfig, train_fmcnn, validation_rows
 
     ds = _load(data, selection, minerals)
-    cfg = TrainConfig(epochs=epochs, seed=seed, augment=augment)
+    cfg = TrainConfig(epochs=epochs, seed=seed, augment=augment, val_split=val_split)
     # The same split train_fmcnn makes internally: its validation rows are our held-out set.
-    is_val = _val_split(ds.y, cfg.val_fraction, np.random.default_rng(cfg.seed))
+    is_val = validation_rows(ds.y, cfg, np.random.default_rng(cfg.seed), ds.groups)
     with Progress() as progress:
         task = progress.add_task("training FMCNN", total=epochs)
 
@@ -184,7 +190,7 @@ def _train(
                 ),
             )
 
-        model, history = train_fmcnn(ds.X, ds.y, ds.n_classes, cfg, on_epoch=on_epoch)
+        model, history = train_fmcnn(ds.X, ds.y, ds.n_classes, cfg, on_epoch=on_epoch, groups=ds.groups)
     info = {
         "selection": selection,
         "data": str(data or _default_data()),
@@ -212,13 +218,16 @@ def train(
     epochs: int = typer.Option(120),
     seed: int = typer.Option(0),
     augment: bool = typer.Option(True, help="Instrument-like augmentation (shift jitter, noise, baseline)."),
+    val_split: str = typer.Option(
+        "spectrum", help="Early-stopping/held-out rows: 'spectrum' (random spectra) or 'specimen' (whole RRUFF IDs)."
+    ),
 ) -> None:
     """Train FMCNN on a selection and save the Keras model."""
 
     def run() -> None:
         import numpy as np
 
-        model, ds, info, is_val = _train(data, selection, minerals, epochs, seed, augment)
+        model, ds, info, is_val = _train(data, selection, minerals, epochs, seed, augment, val_split)
         out.mkdir(parents=True, exist_ok=True)
         model.save(out / "model.keras")
         np.savez_compressed(out / "data.npz", X=ds.X, y=ds.y, is_val=is_val, groups=ds.groups)
@@ -239,6 +248,9 @@ def export(
     epochs: int = typer.Option(120),
     seed: int = typer.Option(0),
     augment: bool = typer.Option(True),
+    val_split: str = typer.Option(
+        "spectrum", help="Early-stopping/held-out rows: 'spectrum' (random spectra) or 'specimen' (whole RRUFF IDs)."
+    ),
     name: str = typer.Option(None, help="Bundle name (default: the directory name)."),
     metrics: Path = typer.Option(None, help="JSON of CV results to record in the manifest."),
     model_card: Path = typer.Option(None, help="MODEL_CARD.md to include (hashed with the rest)."),
@@ -271,7 +283,7 @@ def export(
             )
             is_val = z["is_val"]
         else:
-            model, ds, info, is_val = _train(data, selection, minerals, epochs, seed, augment)
+            model, ds, info, is_val = _train(data, selection, minerals, epochs, seed, augment, val_split)
         held = ds.subset(np.flatnonzero(is_val))
         fit = ds.subset(np.flatnonzero(~is_val))
         m = json.loads(metrics.read_text()) if metrics else {}

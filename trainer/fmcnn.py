@@ -29,6 +29,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 from numpy.typing import NDArray  # noqa: E402
 
+from trainer.errors import TrainerError  # noqa: E402
+
 
 @dataclass(frozen=True)
 class ArchConfig:
@@ -244,10 +246,10 @@ def validation_rows(
     """The early-stopping validation rows `train_fmcnn` holds out (also the export's held-out set)."""
     if cfg.val_split == "specimen":
         if groups is None:
-            raise ValueError("val_split='specimen' needs the specimen of every row (groups)")
+            raise TrainerError("val_split='specimen' needs the specimen of every row (groups)")
         return _specimen_val_split(y, groups, cfg.val_fraction, rng)
     if cfg.val_split != "spectrum":
-        raise ValueError(f"val_split must be 'spectrum' or 'specimen', got {cfg.val_split!r}")
+        raise TrainerError(f"--val-split must be 'spectrum' or 'specimen', got {cfg.val_split!r}")
     return _val_split(y, cfg.val_fraction, rng)
 
 

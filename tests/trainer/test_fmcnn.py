@@ -198,5 +198,7 @@ def test_specimen_validation_holds_out_whole_specimens_and_keeps_every_class() -
     assert 0.1 < is_val.mean() < 0.3
     spectrum = validation_rows(y_arr, TrainConfig(val_split="spectrum", val_fraction=0.2), np.random.default_rng(1))
     assert set(g_arr[spectrum]) & set(g_arr[~spectrum])  # the old split shares specimens
-    with pytest.raises(ValueError, match="needs the specimen"):
+    from trainer.errors import TrainerError
+
+    with pytest.raises(TrainerError, match="needs the specimen"):
         validation_rows(y_arr, cfg, np.random.default_rng(1))
