@@ -150,6 +150,33 @@ def check(
 
 
 @app.command()
+def calibrate(
+    reference: str = typer.Option(
+        ..., "--reference", help="Sample under the laser: polystyrene, cyclohexane, silicon."
+    ),
+    port: str | None = typer.Option(None, "--port", help="Serial port, e.g. /dev/serial/by-id/…"),
+    config: Path | None = ConfigOpt,
+    frames: int = typer.Option(10, "--frames", help="Spectra to average."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON report."),
+    simulate: bool | None = typer.Option(None, "--simulate/--no-simulate", help="Measure the emulator's reference."),
+    simulate_shift_error: float = typer.Option(
+        0.0, "--simulate-shift-error", help="With --simulate: the emulated device's calibration error, cm-1."
+    ),
+) -> None:
+    """Measure a reference and report the Raman-shift offset to configure (shift_offset_cm1)."""
+    cfg = _load(config, port=port, simulate=simulate)
+    _setup_logging(cfg)
+    do_calibrate = _entry("edge.calibrate", "calibrate")
+    _exit_with(
+        _guard(
+            lambda: do_calibrate(
+                cfg, reference, frames=frames, as_json=as_json, simulate_shift_error_cm1=simulate_shift_error
+            )
+        )
+    )
+
+
+@app.command()
 def watch(
     broker: str | None = BrokerOpt,
     device_id: str = typer.Option("+", "--device-id", help="Device to watch; '+' = all."),

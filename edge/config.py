@@ -94,6 +94,9 @@ class EdgeConfig:
     averages: int = 1
     count: int | None = None  # stop after this many spectra; None = run forever
     model_dir: Path | None = None  # None = the bundle shipped with the package
+    # What the device's shift axis reads too high (cm-1), measured by `edge calibrate` on a
+    # reference; subtracted from every spectrum's Raman shift. 0 = trust the device.
+    shift_offset_cm1: float = 0.0
     # MQTT
     broker: str = "mqtt://127.0.0.1:1883"
     device_id: str = field(default_factory=default_device_id)
@@ -273,6 +276,10 @@ def _validate(c: EdgeConfig) -> None:
     if c.count is not None and c.count < 1:
         raise ConfigError(f"count must be >= 1, got {c.count}")
     c.quality_limits  # noqa: B018 - validates the gate thresholds (raises ConfigError)
+    if not abs(c.shift_offset_cm1) <= 100.0:
+        raise ConfigError(
+            f"shift_offset_cm1 must be within +/-100 cm-1, got {c.shift_offset_cm1} (recalibrate the device)"
+        )
     if c.drain_timeout_s < 0:
         raise ConfigError(f"drain_timeout_s must be >= 0, got {c.drain_timeout_s}")
     if c.log_level.lower() not in LOG_LEVELS:

@@ -62,6 +62,7 @@ def build_result(
     integration_ms: float,
     frame_seq: int | None,
     decode_ms: float | None = None,
+    shift_offset_cm1: float = 0.0,
 ) -> Result:
     lat = analysis.latency_ms
     stages = [decode_ms, lat.get("preprocess"), lat.get("classify"), lat.get("deconv")]
@@ -69,7 +70,11 @@ def build_result(
         device_id=device_id,
         acquired_at=acquired_at,
         instrument=Instrument(
-            serial=serial, laser_nm=float(laser_nm), integration_ms=float(integration_ms), frame_seq=frame_seq
+            serial=serial,
+            laser_nm=float(laser_nm),
+            integration_ms=float(integration_ms),
+            frame_seq=frame_seq,
+            shift_offset_cm1=shift_offset_cm1,
         ),
         model=ModelRef(name=bundle.name, sha256=bundle.sha256),
         status="ok" if analysis.status == "ok" else "rejected",
@@ -233,6 +238,7 @@ def _handle_frame(
         integration_ms=event.integration_ms,
         frame_seq=event.seq,
         decode_ms=round(decode_ms, 3),
+        shift_offset_cm1=cfg.shift_offset_cm1,
     )
     stats.spectra += 1
     stats.ok += result.status == "ok"
@@ -262,7 +268,7 @@ def run(cfg: EdgeConfig, *, stop: threading.Event | None = None, out: Any = None
     if not cfg.simulate and not cfg.port:
         raise InputError("no spectrometer: give --port PORT (e.g. /dev/serial/by-id/...) or --simulate")
     bundle = load_bundle(cfg.model_dir)
-    analyzer = Analyzer(bundle, limits=cfg.quality_limits)
+    analyzer = Analyzer(bundle, limits=cfg.quality_limits, shift_offset_cm1=cfg.shift_offset_cm1)
     log.info(
         "model loaded",
         extra={

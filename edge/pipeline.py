@@ -55,6 +55,7 @@ class Analyzer:
         classifier: Classifier | None = None,
         weights: DeconvWeights | None = None,
         limits: QualityLimits | None = None,
+        shift_offset_cm1: float = 0.0,
         *,
         top_k: int = 3,
         n_peaks: int = 5,
@@ -63,12 +64,15 @@ class Analyzer:
         self.classifier = classifier or Classifier(bundle)
         self.weights = weights or DeconvWeights.load(bundle.deconv_path)
         self.limits = limits or QualityLimits()
+        self.shift_offset_cm1 = float(shift_offset_cm1)
         self.top_k = top_k
         self.n_peaks = n_peaks
 
     def shifts_for(self, calibration_nm: ArrayLike, laser_nm: float, n_pixels: int) -> NDArray[np.float64]:
-        """Raman shift of every pixel from the device's calibration polynomial and laser line."""
-        return to_raman_shift(pixel_to_wavelength(np.arange(n_pixels), calibration_nm), laser_nm)
+        """Raman shift of every pixel from the device's calibration polynomial and laser line,
+        minus the measured offset of this device (`edge calibrate`)."""
+        shifts = to_raman_shift(pixel_to_wavelength(np.arange(n_pixels), calibration_nm), laser_nm)
+        return shifts - self.shift_offset_cm1 if self.shift_offset_cm1 else shifts
 
     def analyze_counts(
         self,

@@ -32,6 +32,8 @@ class Instrument:
     #: The device's own spectrum counter (SPECTRUM.seq): joins a result to the raw frame or
     #: to the emulator's ground-truth log. None for offline/file input.
     frame_seq: int | None = None
+    #: The calibration correction applied to the shift axis (config `shift_offset_cm1`).
+    shift_offset_cm1: float = 0.0
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -70,6 +70,9 @@ def simulate(
     rate: Annotated[float, typer.Option(help="Stale-stream / line-mode rate, Hz.")] = 5.0,
     seed: Annotated[int, typer.Option()] = 0,
     minerals: Annotated[str | None, typer.Option(help="Comma list; default: ~20 common minerals; 'all'.")] = None,
+    sample: Annotated[
+        str | None, typer.Option(help="A reference sample instead of minerals: polystyrene, cyclohexane, silicon.")
+    ] = None,
     ground_truth: Annotated[Path | None, typer.Option("--ground-truth", help="JSON-lines log.")] = None,
     line_mode: Annotated[bool, typer.Option("--line-mode", help="Serve the text protocol.")] = False,
     hold: Annotated[int, typer.Option(help="Consecutive spectra per sample.")] = 1,
@@ -104,6 +107,7 @@ def simulate(
     config = EmulatorConfig(
         spectra_path=spectra or DEFAULT_RRUFF_PATH,
         minerals=chosen,
+        sample=sample,
         laser_nm=laser_nm,
         pixels=pixels,
         rate_hz=rate,

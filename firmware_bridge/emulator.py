@@ -38,6 +38,7 @@ from firmware_bridge.codec import Codec, FrameError
 from firmware_bridge.errors import UsageError
 from firmware_bridge.library import DEFAULT_MINERALS, load_library
 from firmware_bridge.physics import InstrumentModel, fluorescence_background, simulate_counts
+from firmware_bridge.samples import reference_sample
 from trainer.rruff import DEFAULT_RRUFF_PATH, RamanSpectrum
 
 #: Bytes the device may hold for transmission; beyond this new spectra are dropped (a real
@@ -63,6 +64,7 @@ class Faults:
 class EmulatorConfig:
     spectra_path: str | os.PathLike[str] = DEFAULT_RRUFF_PATH
     minerals: tuple[str, ...] | None = DEFAULT_MINERALS  # None: every mineral in the data
+    sample: str | None = None  # a reference sample (firmware_bridge.samples) instead of minerals
     laser_nm: float = 785.0
     pixels: int = 1024
     rate_hz: float = 5.0  # stale-stream and line-mode stream rate
@@ -113,7 +115,9 @@ class Emulator:
     def __init__(self, config: EmulatorConfig | None = None, library: list[RamanSpectrum] | None = None) -> None:
         self.config = config or EmulatorConfig()
         cfg = self.config
-        self._library = library if library is not None else load_library(cfg.spectra_path, cfg.minerals)
+        if library is None:
+            library = [reference_sample(cfg.sample)] if cfg.sample else load_library(cfg.spectra_path, cfg.minerals)
+        self._library = library
         by_mineral: dict[str, list[RamanSpectrum]] = {}
         for spec in self._library:
             by_mineral.setdefault(spec.mineral, []).append(spec)
