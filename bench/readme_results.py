@@ -60,7 +60,12 @@ def _load(name: str) -> dict | None:  # type: ignore[type-arg]
 def headlines() -> list[str]:
     """One line per benchmark, numbers read from the result files (nothing typed in by hand)."""
     lines = []
-    for name in ("cv/min8-1x10.json", "cv/paper-1x10.json", "cv/min8-specimen-1x10.json"):
+    for name in (
+        "cv/min8-1x10.json",
+        "cv/paper-1x10.json",
+        "cv/min8-specimen-1x10.json",
+        "cv/paper-specimen-1x10.json",
+    ):
         cv = _load(name)
         if cv:
             s = cv["summary"]
@@ -90,6 +95,18 @@ def headlines() -> list[str]:
         f" {p['float_accuracy']:.3f} vs int8 {p['int8_accuracy']:.3f}; top-1 agreement {p['top1_agreement']:.3f}"
         f" ({verdict})"
     )
+    rob = _load("robustness.json")
+    if rob:
+        pts = {(pt["factor"], pt["value"]): pt["all"] for pt in rob["points"]}
+        base = pts.get(("calibration", 0))
+        off, fixed = pts.get(("calibration", 10)), pts.get(("calibration_corrected", 10))
+        if base and off and fixed:
+            lines.append(
+                f"- **Robustness** (emulated instrument spectra, {rob['parameters']['n_sources']} per point): CNN"
+                f" {100 * base['cnn']['acc']:.1f} % vs correlation search-match {100 * base['corr']['acc']:.1f} % at"
+                f" baseline; 10 cm-1 calibration error: {100 * off['cnn']['acc']:.1f} % vs"
+                f" {100 * off['corr']['acc']:.1f} %, and {100 * fixed['cnn']['acc']:.1f} % after `edge calibrate`"
+            )
     perf = _load("edge_perf_latency.json")
     if perf:
         tot, c = perf["pipeline"]["total"], perf["classify"]
