@@ -122,7 +122,7 @@ def test_resent_results_stay_ahead_of_new_ones_when_the_link_drops(
 ) -> None:
     # paho calls on_connect before it re-sends what the broker never acknowledged; a publisher
     # that starts sending new rows from on_connect puts them on the wire first (CI once saw
-    # seq 4 arrive after 15). Each cycle stalls the link with ~10 rows in flight, drops it,
+    # seq 4 arrive after 15). Each cycle stalls the link with >= 8 rows in flight, drops it,
     # and lets rows pile up so new ones are waiting when it comes back. A slow log sink on
     # paho's network thread (CI's stderr had been closed under it) widens that window.
     class SlowOnNetworkThread(logging.Handler):
@@ -154,7 +154,9 @@ def test_resent_results_stay_ahead_of_new_ones_when_the_link_drops(
             want = (k + 1) * 40
             wait_until(lambda want=want: len(sub.messages) >= want, 20, f"delivery before cut {k + 1}")
             link.hold()
-            time.sleep(0.04)  # ~10 rows handed to paho, never acknowledged
+            # Rows keep being committed and handed to paho; none is acknowledged while held.
+            wait_until(lambda: pub.stats().results_total - pub.stats().acked_total >= 8, 10, "rows in flight")
+            time.sleep(0.02)
             link.cut()
             wait_until(lambda: not pub.connected, 10, "publisher to notice the cut")
             assert pub.wait_connected(10)
