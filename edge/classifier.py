@@ -95,5 +95,8 @@ class Classifier:
     def classify(self, values: NDArray[np.float32], k: int = 3) -> Prediction:
         p = self.probabilities(values)
         order = np.argsort(-p, kind="stable")[:k]
+        # Below the int8 softmax's 1/256 step every class reads 0: listing those would rank
+        # hundreds of tied classes alphabetically. The best candidate is always kept.
+        order = np.array([i for j, i in enumerate(order) if j == 0 or p[i] > 0], dtype=np.int64)
         top = tuple((self.bundle.labels[i], round(float(p[i]), 4)) for i in order)
         return Prediction(p, top, bool(p[order[0]] < self.bundle.unknown_threshold), int(order[0]))
