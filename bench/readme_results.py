@@ -61,8 +61,8 @@ def headlines() -> list[str]:
     """One line per benchmark, numbers read from the result files (nothing typed in by hand)."""
     lines = []
     for name in (
-        "cv/min8-1x10.json",
-        "cv/paper-1x10.json",
+        "cv/min8-2x10.json",
+        "cv/paper-2x10.json",
         "cv/min8-specimen-1x10.json",
         "cv/paper-specimen-1x10.json",
     ):
