@@ -201,6 +201,13 @@ def test_sigkill_and_restart_loses_nothing(
     second = _spawn(tmp_path, port, mosquitto.url, count=5)
     out, _ = second.communicate(timeout=90)
     assert second.returncode == 0, out
+
+    def complete(ms: list[Any]) -> bool:
+        # The broker has every result; delivery to this subscriber may still be under way.
+        seqs = {Result.from_json(m.payload).seq for m in ms}
+        return bool(seqs) and max(seqs) >= committed_before + 5 and len(seqs) == max(seqs)
+
+    sub.wait_for(complete, 10)
     ids = {Result.from_json(m.payload).id: Result.from_json(m.payload).seq for m in sub.messages}
     seqs = sorted(ids.values())
     # every seq the killed daemon committed (delivered or still in its outbox), then 5 more
