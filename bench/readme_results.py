@@ -35,6 +35,15 @@ SECTIONS = [
 ]
 
 
+#: Tables that re-use another run's folds to measure one choice, said above the table.
+CAPTIONS = {
+    "min8-augmentation-1x10": "What the instrument-like augmentation costs on clean library spectra (same folds as the "
+    "first repeat above).",
+    "paper-specimen-valsplit-1x10": "Early stopping on held-out specimens (fmcnn_specimen_val) vs random held-out "
+    "spectra (fmcnn), same grouped folds as above.",
+}
+
+
 def bundle_table() -> str:
     manifest = json.loads((ROOT / "models" / "fmcnn-rruff" / "manifest.json").read_text())
     t = manifest.get("training", {})
@@ -173,6 +182,9 @@ def section() -> str:
         for f in files:
             text = f.read_text().strip()
             text = re.sub(r"^# .*\n+", "", text)  # drop a file's own top-level title
+            if f.stem in CAPTIONS:
+                out.append(f"_{CAPTIONS[f.stem]}_")
+                out.append("")
             out.append(text)
             out.append("")
     return "\n".join(out).rstrip() + "\n"
