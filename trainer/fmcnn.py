@@ -207,36 +207,25 @@ def augment(X: NDArray[np.float32], rng: np.random.Generator) -> NDArray[np.floa
     return (out / peak).astype(np.float32)
 
 
-def _val_split(y: NDArray[np.int64], fraction: float, rng: np.random.Generator) -> NDArray[np.bool_]:
-    """Validation rows: a random fraction, never the only training row of a class."""
-    is_val = np.zeros(y.size, dtype=bool)
-    if fraction <= 0:
-        return is_val
-    for c in np.unique(y):
-        idx = np.flatnonzero(y == c)
-        if idx.size >= 2:
-            take = rng.random(idx.size) < fraction
-            if take.all():
-                take[rng.integers(idx.size)] = False
-            is_val[idx[take]] = True
-    return is_val
-
-
-def _specimen_val_split(
+def _val_split(
     y: NDArray[np.int64], groups: NDArray[Any], fraction: float, rng: np.random.Generator
 ) -> NDArray[np.bool_]:
-    """Validation rows: whole specimens, a random fraction of each class's specimens, never all."""
+    """Validation rows: whole groups, a random fraction of each class's groups, never all of them.
+
+    With every row its own group this is a per-spectrum split (the same random draws, so the
+    shipped bundle's held-out set is reproduced exactly).
+    """
     is_val = np.zeros(y.size, dtype=bool)
     if fraction <= 0:
         return is_val
     for c in np.unique(y):
         rows = np.flatnonzero(y == c)
-        specimens = np.unique(groups[rows])
-        if specimens.size >= 2:
-            take = rng.random(specimens.size) < fraction
+        members = np.unique(groups[rows])
+        if members.size >= 2:
+            take = rng.random(members.size) < fraction
             if take.all():
-                take[rng.integers(specimens.size)] = False
-            is_val[rows[np.isin(groups[rows], specimens[take])]] = True
+                take[rng.integers(members.size)] = False
+            is_val[rows[np.isin(groups[rows], members[take])]] = True
     return is_val
 
 
@@ -247,10 +236,10 @@ def validation_rows(
     if cfg.val_split == "specimen":
         if groups is None:
             raise TrainerError("val_split='specimen' needs the specimen of every row (groups)")
-        return _specimen_val_split(y, groups, cfg.val_fraction, rng)
+        return _val_split(y, groups, cfg.val_fraction, rng)
     if cfg.val_split != "spectrum":
         raise TrainerError(f"--val-split must be 'spectrum' or 'specimen', got {cfg.val_split!r}")
-    return _val_split(y, cfg.val_fraction, rng)
+    return _val_split(y, np.arange(y.size), cfg.val_fraction, rng)
 
 
 def train_fmcnn(

@@ -103,53 +103,28 @@ def lda_scores(
     return _spread(m.predict_proba(X_test), m.classes_, n_classes)
 
 
-def _fmcnn(X_train: F32, y_train: I64, X_test: F32, n_classes: int, cfg: Any, groups: Groups | None) -> Scores:
-    from trainer.fmcnn import train_fmcnn
+def _fmcnn(**overrides: Any) -> ModelFn:
+    """FMCNN trained with `TrainConfig(seed=seed, **overrides)`, scored by its softmax."""
 
-    model, _hist = train_fmcnn(X_train, y_train, n_classes, cfg, groups=groups)
-    return np.asarray(model.predict(X_test[..., None], verbose=0, batch_size=256), np.float64)
+    def scores(
+        X_train: F32, y_train: I64, X_test: F32, n_classes: int, seed: int, groups: Groups | None = None
+    ) -> Scores:
+        from trainer.fmcnn import TrainConfig, train_fmcnn
 
+        cfg = TrainConfig(seed=seed, **overrides)
+        model, _hist = train_fmcnn(X_train, y_train, n_classes, cfg, groups=groups)
+        return np.asarray(model.predict(X_test[..., None], verbose=0, batch_size=256), np.float64)
 
-def fmcnn_scores(
-    X_train: F32, y_train: I64, X_test: F32, n_classes: int, seed: int, groups: Groups | None = None
-) -> Scores:
-    from trainer.fmcnn import TrainConfig
-
-    return _fmcnn(X_train, y_train, X_test, n_classes, TrainConfig(seed=seed), groups)
-
-
-def fmcnn_noaug_scores(
-    X_train: F32, y_train: I64, X_test: F32, n_classes: int, seed: int, groups: Groups | None = None
-) -> Scores:
-    """FMCNN without instrument augmentation: measures what augmentation buys."""
-    from trainer.fmcnn import TrainConfig
-
-    return _fmcnn(X_train, y_train, X_test, n_classes, TrainConfig(seed=seed, augment=False), groups)
-
-
-def fmcnn_spectrum_val_scores(
-    X_train: F32, y_train: I64, X_test: F32, n_classes: int, seed: int, groups: Groups | None = None
-) -> Scores:
-    """FMCNN early-stopped on random validation *spectra* (siblings of training spectra)."""
-    from trainer.fmcnn import TrainConfig
-
-    return _fmcnn(X_train, y_train, X_test, n_classes, TrainConfig(seed=seed, val_split="spectrum"), groups)
-
-
-def fmcnn_specimen_val_scores(
-    X_train: F32, y_train: I64, X_test: F32, n_classes: int, seed: int, groups: Groups | None = None
-) -> Scores:
-    """FMCNN early-stopped on held-out *specimens*: the stopping point tracks unseen specimens."""
-    from trainer.fmcnn import TrainConfig
-
-    return _fmcnn(X_train, y_train, X_test, n_classes, TrainConfig(seed=seed, val_split="specimen"), groups)
+    return scores
 
 
 MODELS: dict[str, ModelFn] = {
-    "fmcnn": fmcnn_scores,
-    "fmcnn_noaug": fmcnn_noaug_scores,
-    "fmcnn_spectrum_val": fmcnn_spectrum_val_scores,
-    "fmcnn_specimen_val": fmcnn_specimen_val_scores,
+    "fmcnn": _fmcnn(),
+    # Without instrument augmentation: measures what augmentation buys.
+    "fmcnn_noaug": _fmcnn(augment=False),
+    # Early-stopped on held-out *specimens* rather than random spectra (siblings of training
+    # spectra): does the stopping point then track unseen specimens better?
+    "fmcnn_specimen_val": _fmcnn(val_split="specimen"),
     "svm": svm_scores,
     "knn": knn_scores,
     "rf": rf_scores,
