@@ -20,7 +20,7 @@ import numpy as np
 from edge.calibration import REFERENCE_LINES_CM1, CalibrationCheck, measure_shift_offset
 from edge.config import EdgeConfig
 from edge.errors import InputError, UsageError
-from edge.preprocess import despike, pixel_to_wavelength, to_raman_shift
+from edge.preprocess import despike, pixel_shifts
 
 #: Above this RMS disagreement between lines, a single offset does not describe the error.
 MAX_RESIDUAL_CM1 = 2.0
@@ -61,7 +61,7 @@ def calibrate(
             counts = np.mean([f.counts.astype(np.float64) for f in spec.acquire(frames)], axis=0)
         except BridgeError as err:
             raise InputError(f"spectrometer at {port}: {err}") from err
-    shifts = to_raman_shift(pixel_to_wavelength(np.arange(info.pixel_count), info.calibration_nm), info.laser_nm)
+    shifts = pixel_shifts(info.calibration_nm, info.laser_nm, info.pixel_count)
     check = measure_shift_offset(shifts, counts - dark, reference)
     ok = check.residual_cm1 <= MAX_RESIDUAL_CM1
     report = {

@@ -22,7 +22,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from edge.errors import SpectrumError
-from edge.preprocess import despike, remove_baseline, sort_unique
+from edge.preprocess import despike, noise_sigma, remove_baseline, sort_unique
 
 #: Certified band positions (cm-1). Polystyrene and cyclohexane: ASTM E1840; silicon: the
 #: first-order phonon line.
@@ -91,13 +91,14 @@ def measure_shift_offset(
     step = float(np.median(np.diff(x)))
     coarse = _coarse_offset(x, y, lines[inside], max_offset_cm1, step)
     top = float(np.max(y)) or 1.0
+    noise = noise_sigma(y) or 1e-12
     matches = []
     window = max(5.0 * step, 8.0)
     for line, ok in zip(lines, inside, strict=True):
         if not ok:
             matches.append(LineMatch(float(line), None, 0.0))
             continue
-        matches.append(_locate(x, y, float(line), float(line) + coarse, window, top))
+        matches.append(_locate(x, y, float(line), float(line) + coarse, window, top, noise))
     found = [m for m in matches if m.measured_cm1 is not None]
     need = min_lines if min_lines is not None else (len(lines) if len(lines) <= 2 else len(lines) - 1)
     if len(found) < need:
@@ -128,7 +129,13 @@ def _coarse_offset(
 
 
 def _locate(
-    x: NDArray[np.float64], y: NDArray[np.float64], expected: float, guess: float, window: float, top: float
+    x: NDArray[np.float64],
+    y: NDArray[np.float64],
+    expected: float,
+    guess: float,
+    window: float,
+    top: float,
+    noise: float,
 ) -> LineMatch:
     near = np.flatnonzero(np.abs(x - guess) <= window)
     if near.size < 3:
@@ -136,7 +143,6 @@ def _locate(
     i = int(near[np.argmax(y[near])])
     if i == 0 or i == x.size - 1:
         return LineMatch(expected, None, 0.0)
-    noise = float(np.median(np.abs(np.diff(y)))) * 1.4826 / np.sqrt(2) or 1e-12
     if y[i] < 5.0 * noise:
         return LineMatch(expected, None, float(y[i] / top))
     # Sub-pixel centre: a least-squares Gaussian (plus a constant) over the band's pixels; a

@@ -19,7 +19,7 @@ from edge.bundle import Bundle
 from edge.classifier import Classifier, Prediction
 from edge.deconv import DeconvWeights, Peak, attribution, top_peaks
 from edge.errors import SpectrumError
-from edge.preprocess import Prepared, pixel_to_wavelength, preprocess, to_raman_shift
+from edge.preprocess import Prepared, pixel_shifts, preprocess
 from edge.quality import QualityLimits
 
 __all__ = ["Analysis", "Analyzer", "QualityLimits", "classify_library_spectrum"]
@@ -71,7 +71,7 @@ class Analyzer:
     def shifts_for(self, calibration_nm: ArrayLike, laser_nm: float, n_pixels: int) -> NDArray[np.float64]:
         """Raman shift of every pixel from the device's calibration polynomial and laser line,
         minus the measured offset of this device (`edge calibrate`)."""
-        shifts = to_raman_shift(pixel_to_wavelength(np.arange(n_pixels), calibration_nm), laser_nm)
+        shifts = pixel_shifts(calibration_nm, laser_nm, n_pixels)
         return shifts - self.shift_offset_cm1 if self.shift_offset_cm1 else shifts
 
     def analyze_counts(

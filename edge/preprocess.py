@@ -129,6 +129,11 @@ def to_raman_shift(wavelength_nm: ArrayLike, laser_nm: float) -> FloatArray:
     return 1e7 / float(laser_nm) - 1e7 / wl
 
 
+def pixel_shifts(calibration_nm: ArrayLike, laser_nm: float, n_pixels: int) -> FloatArray:
+    """Raman shift (cm-1) of every detector pixel, from the device's polynomial and laser line."""
+    return to_raman_shift(pixel_to_wavelength(np.arange(n_pixels), calibration_nm), laser_nm)
+
+
 def raman_shift_to_wavelength(shift_cm1: ArrayLike, laser_nm: float) -> FloatArray:
     """Inverse of `to_raman_shift` (used by the emulator's forward model)."""
     s = _as_1d("shift_cm1", shift_cm1)
@@ -270,6 +275,12 @@ def preprocess(
     return Prepared(values.astype(np.float32), coverage, n_spikes, scale, snr, fluorescence)
 
 
+def noise_sigma(y: ArrayLike) -> float:
+    """Pixel-to-pixel white-noise level, robust to bands and background (see signal_to_noise)."""
+    d = np.diff(_as_1d("intensity", y))
+    return 1.4826 * float(np.median(np.abs(d - np.median(d)))) / np.sqrt(2.0)
+
+
 def signal_to_noise(y: ArrayLike) -> float:
     """Strongest value over the white-noise level, estimated robustly from first differences.
 
@@ -277,8 +288,7 @@ def signal_to_noise(y: ArrayLike) -> float:
     pixel-to-pixel noise; sigma = 1.4826 * MAD / sqrt(2).
     """
     arr = _as_1d("intensity", y)
-    d = np.diff(arr)
-    sigma = 1.4826 * float(np.median(np.abs(d - np.median(d)))) / np.sqrt(2.0)
+    sigma = noise_sigma(arr)
     peak = float(arr.max())
     if sigma <= 0:
         return float("inf") if peak > 0 else 0.0
