@@ -85,6 +85,7 @@ class Transport:
         self.link_downs = 0
         self._serial: Any = None
         self._lock = threading.Lock()  # guards _serial between reader and senders
+        self._flushes = 0  # discard_input() calls, so the reader can tell a flush from an unplug
         self._events: queue.Queue[tuple[TransportEvent, float]] = queue.Queue()
         # Codec time per spectrum handed out by get(), keyed by id(frame) until the consumer
         # asks for it (decode_ms()); bounded so unclaimed entries cannot accumulate.
@@ -123,6 +124,7 @@ class Transport:
     def discard_input(self) -> None:
         """Drop bytes the OS and the codec hold, and queued events (stale data)."""
         with self._lock:
+            self._flushes += 1
             if self._serial is not None:
                 with contextlib.suppress(serial.SerialException, OSError):
                     self._serial.reset_input_buffer()
@@ -182,12 +184,18 @@ class Transport:
                     self.codec.reset()
                 self._put(LinkUp(self.port))
                 continue
+            flushes = self._flushes
             try:
                 data = ser.read(max(1, ser.in_waiting))
             except (serial.SerialException, OSError, TypeError, AttributeError) as err:
                 # TypeError/AttributeError: pyserial internals after a concurrent close.
                 if self._stop.is_set():
                     return
+                if self._flushes != flushes and isinstance(err, serial.SerialException):
+                    # discard_input() flushed the OS buffer between pyserial's select and its
+                    # read; pyserial reports the empty read as "device reports readiness to
+                    # read but returned no data". Not an unplug: a real one fails again next.
+                    continue
                 with self._lock:
                     self._close_serial()
                 self.link_downs += 1

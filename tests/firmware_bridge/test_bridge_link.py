@@ -134,3 +134,47 @@ def test_probe_cli_silent_device(tmp_path: Path) -> None:
         os.close(slave)
     assert result.exit_code == 1
     assert "does not answer" in result.output
+
+
+def test_flushing_a_busy_port_is_not_a_disconnect() -> None:
+    # tcflush between pyserial's select and its read makes the read come back empty, which
+    # pyserial reports as "device reports readiness to read but returned no data"; CI once
+    # failed a line-mode handshake on exactly that. The transport must not call it an unplug.
+    import contextlib
+    import threading
+    import time
+    import tty
+
+    from firmware_bridge.transport import Transport
+
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    transport = Transport(os.ttyname(slave), reconnect=False)
+    transport.start()
+    stop = threading.Event()
+
+    os.set_blocking(master, False)  # a reader that stopped must not block the device thread
+
+    def device() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(BlockingIOError):
+                os.write(master, b"1,2,3,4\n")
+            time.sleep(0.0005)
+
+    writer = threading.Thread(target=device, daemon=True)
+    writer.start()
+    try:
+        end = time.monotonic() + 3.0
+        flushes = 0
+        while time.monotonic() < end:
+            transport.discard_input()
+            flushes += 1
+            time.sleep(0.0002)
+    finally:
+        stop.set()
+        writer.join()
+        transport.close()
+        os.close(master)
+        os.close(slave)
+    assert flushes > 1000
+    assert transport.link_downs == 0
