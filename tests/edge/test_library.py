@@ -1,0 +1,100 @@
+"""Reference library: shift-tolerant search, per-class reduction, files refused when damaged."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.library import LibraryError, build_library, load_library, save_library
+
+MINERALS = ("Quartz", "Calcite", "Gypsum", "Forsterite", "Diopside", "Rutile", "Anhydrite", "Dolomite")
+
+
+@pytest.fixture(scope="module")
+def real():  # type: ignore[no-untyped-def]
+    """Preprocessed RRUFF spectra of 8 minerals (the shared copy), split by specimen."""
+    from tests.trainer.conftest import require_rruff
+    from trainer.dataset import from_spectra
+    from trainer.rruff import load_rruff, select
+
+    spectra, _ = load_rruff(require_rruff(), minerals=set(MINERALS))
+    ds = from_spectra(select(spectra, "paper")[0])
+    ids = np.unique(ds.groups)
+    test_ids = set(ids[::4])
+    test = np.array([g in test_ids for g in ds.groups])
+    ref = np.flatnonzero(~test)
+    lib = build_library(ds.labels, ds.y[ref], list(ds.groups[ref]), ds.laser_nm[ref], ds.X[ref])
+    return lib, ds.X[test], ds.y[test]
+
+
+def _accuracy(lib, X, y, shift_pts: int = 0) -> float:  # type: ignore[no-untyped-def]
+    hits = 0
+    for x, c in zip(X, y):
+        x = np.roll(x, shift_pts)
+        s, _ = lib.similarities(x)
+        hits += int(np.argmax(lib.per_class(s)) == c)
+    return hits / len(y)
+
+
+def test_search_is_accurate_and_tolerates_a_shift_axis_error(real) -> None:  # type: ignore[no-untyped-def]
+    lib, X, y = real
+    clean = _accuracy(lib, X, y)
+    assert clean >= 0.85
+    # 12 cm-1 off: zero-lag correlation collapses here; the lag window must not.
+    assert _accuracy(lib, X, y, 12) >= clean - 0.05
+    assert _accuracy(lib, X, y, -12) >= clean - 0.05
+
+
+def test_match_reports_the_reference_and_the_lag(real) -> None:  # type: ignore[no-untyped-def]
+    lib, _X, _y = real
+    x = lib.spectra[3].astype(np.float32)
+    s, lag = lib.similarities(np.roll(x, 7))
+    m = lib.match(s, lag)
+    assert m.rruff_id == lib.rruff_ids[3] or lib.minerals[lib.class_idx[3]] == m.mineral
+    assert m.similarity > 0.95 and m.lag_pts == -7
+
+
+def test_round_trip_and_refusals(real, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    lib, X, _y = real
+    save_library(lib, tmp_path / "lib")
+    back = load_library(tmp_path / "lib", grid_n=lib.grid_n)
+    assert back.rruff_ids == lib.rruff_ids and back.minerals == lib.minerals
+    np.testing.assert_array_equal(back.similarities(X[0])[0], lib.similarities(X[0])[0])
+    with pytest.raises(LibraryError, match="foreign"):
+        load_library(tmp_path / "lib", grid_n=lib.grid_n + 1)
+    npz = tmp_path / "lib" / "library.npz"
+    npz.write_bytes(npz.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(LibraryError, match="damaged"):
+        load_library(tmp_path / "lib")
+    meta = tmp_path / "lib" / "library.json"
+    meta.write_text(json.dumps({"format": "other"}))
+    with pytest.raises(LibraryError, match="not a Raman Edge library"):
+        load_library(tmp_path / "lib")
+    with pytest.raises(LibraryError, match="not a reference library"):
+        load_library(tmp_path / "missing")
+
+
+def test_extend_and_remove_by_mineral(real) -> None:  # type: ignore[no-untyped-def]
+    lib, _X, _y = real
+    q = lib.minerals.index("Quartz")
+    only_quartz = lib.without("Calcite")
+    assert "Calcite" not in {only_quartz.minerals[i] for i in only_quartz.class_idx}
+    new = build_library(("Newite",), np.zeros(1), ["X1"], np.zeros(1), lib.spectra[lib.class_idx == q][:1])
+    big = lib.extended(new)
+    assert big.minerals[-1] == "Newite" and len(big) == len(lib) + 1
+    assert np.isfinite(big.per_class(big.similarities(lib.spectra[0].astype(np.float32))[0])).all()
+
+
+def test_embedding_search_is_cosine(real) -> None:  # type: ignore[no-untyped-def]
+    lib, _X, _y = real
+    rng = np.random.default_rng(0)
+    e = rng.normal(size=(len(lib), 16))
+    e /= np.linalg.norm(e, axis=1, keepdims=True)
+    lib_e = build_library(lib.minerals, lib.class_idx, lib.rruff_ids, lib.laser_nm, lib.spectra, e)
+    sims = lib_e.embedding_similarities(e[5] * 3.0)
+    assert int(np.argmax(sims)) == 5 and sims[5] == pytest.approx(1.0, abs=2e-3)
+    with pytest.raises(LibraryError):
+        lib.embedding_similarities(e[5])
