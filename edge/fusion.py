@@ -1,0 +1,116 @@
+"""Late fusion of the CNN, the embedding search and the correlation search into one top-k.
+
+Pure numpy. Per class c the fused logit is
+
+    s_c = w_cnn * log p_cnn(c) + w_emb * e_c + w_corr * r_c
+
+with p_cnn the (host-side, temperature-scaled) CNN softmax, e_c the best cosine similarity
+of the spectrum's embedding to a reference of class c and r_c the best shift-tolerant
+correlation to a reference of class c (edge.library). The fused probability is
+softmax(s / temperature). Weights, temperature and the unknown threshold are fitted in
+`trainer export` on held-out spectra (trainer/hybrid.py) and read from the manifest
+(`fusion`); the edge only applies them. A component that is absent (no embedding in this
+bundle, or a class that only exists in an added library and so has no CNN output) simply
+contributes nothing for that class, so added minerals are ranked by the library alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from edge.errors import BundleError
+
+#: log p floor: an int8 softmax reads exactly 0 below its 1/256 step.
+LOG_P_FLOOR = float(np.log(1e-4))
+
+
+@dataclass(frozen=True)
+class FusionParams:
+    w_cnn: float = 1.0
+    w_emb: float = 0.0
+    w_corr: float = 50.0  # identification-notes.md's naive fusion: correlation / 0.02
+    temperature: float = 1.0
+    unknown_threshold: float = 0.0  # fused top-1 p below this => unknown
+    unknown_keep_fraction: float = 0.95
+
+    @classmethod
+    def from_manifest(cls, manifest: dict[str, Any]) -> FusionParams | None:
+        raw = manifest.get("fusion")
+        if raw is None:
+            return None
+        try:
+            p = cls(**{k: float(v) for k, v in raw.items() if k in cls.__dataclass_fields__})
+        except (TypeError, ValueError) as err:
+            raise BundleError(f"manifest fusion section malformed ({err})") from err
+        if p.temperature <= 0:
+            raise BundleError(f"manifest fusion temperature must be > 0, got {p.temperature}")
+        return p
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Fused:
+    probabilities: NDArray[np.float64]  # (n_classes,) over the fused label list
+    order: NDArray[np.int64]  # classes best first (top-k)
+    unknown: bool
+
+
+def fused_logits(
+    params: FusionParams,
+    n_classes: int,
+    log_p_cnn: NDArray[np.floating] | None,
+    corr_per_class: NDArray[np.floating] | None,
+    emb_per_class: NDArray[np.floating] | None = None,
+) -> NDArray[np.float64]:
+    """Fused logits, vectorised: the inputs may be (n_classes,) or (n_spectra, n_classes).
+
+    `log_p_cnn` may cover only the first n_cnn classes (the bundle's labels); classes beyond
+    have no CNN term. -inf similarities (no reference of that class) are neutral (0 term)
+    for classes that do have a CNN output and exclude classes that have neither."""
+    shape = (n_classes,) if (corr_per_class is None or np.ndim(corr_per_class) == 1) else (
+        np.shape(corr_per_class)[0], n_classes)
+    s = np.zeros(shape, np.float64)
+    evidence = np.zeros(shape, bool)
+    if log_p_cnn is not None and params.w_cnn:
+        lp = np.maximum(np.asarray(log_p_cnn, np.float64), LOG_P_FLOOR)
+        n = lp.shape[-1]
+        s[..., :n] += params.w_cnn * lp
+        # Added classes (beyond the CNN) get the floor so that they compete on equal terms.
+        s[..., n:] += params.w_cnn * LOG_P_FLOOR
+        evidence[..., :n] = True
+    for w, sim in ((params.w_corr, corr_per_class), (params.w_emb, emb_per_class)):
+        if sim is None or not w:
+            continue
+        v = np.asarray(sim, np.float64)
+        ok = np.isfinite(v)
+        s += w * np.where(ok, v, 0.0)
+        evidence |= ok
+    return np.where(evidence, s, -np.inf)
+
+
+def softmax(logits: NDArray[np.float64], temperature: float = 1.0) -> NDArray[np.float64]:
+    z = np.asarray(logits, np.float64) / temperature
+    z = z - np.max(z, axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def fuse(
+    params: FusionParams,
+    n_classes: int,
+    log_p_cnn: NDArray[np.floating] | None,
+    corr_per_class: NDArray[np.floating] | None,
+    emb_per_class: NDArray[np.floating] | None = None,
+    k: int = 3,
+) -> Fused:
+    p = softmax(fused_logits(params, n_classes, log_p_cnn, corr_per_class, emb_per_class), params.temperature)
+    kk = min(k, n_classes)
+    top = np.argpartition(-p, kk - 1)[:kk]
+    order = top[np.argsort(-p[top], kind="stable")]
+    return Fused(p, order.astype(np.int64), bool(p[order[0]] < params.unknown_threshold))

@@ -1,0 +1,51 @@
+"""Fusion: weights decide between disagreeing components; absent components are skipped."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge.errors import BundleError
+from edge.fusion import FusionParams, fuse, fused_logits
+
+LOGP = np.log(np.array([0.7, 0.2, 0.1]))
+CORR = np.array([0.80, 0.97, 0.60])  # the library prefers class 1
+
+
+def test_weights_decide_between_cnn_and_correlation() -> None:
+    assert fuse(FusionParams(w_cnn=1, w_corr=0), 3, LOGP, CORR).order[0] == 0
+    assert fuse(FusionParams(w_cnn=1, w_corr=50), 3, LOGP, CORR).order[0] == 1
+    p = fuse(FusionParams(), 3, LOGP, CORR).probabilities
+    assert p.sum() == pytest.approx(1.0)
+
+
+def test_missing_embedding_is_skipped_and_present_one_counts() -> None:
+    params = FusionParams(w_cnn=1, w_corr=0, w_emb=100)
+    assert np.array_equal(fused_logits(params, 3, LOGP, CORR, None), fused_logits(params, 3, LOGP, CORR * 0 - np.inf))
+    assert fuse(params, 3, LOGP, CORR, np.array([0.1, 0.2, 0.9])).order[0] == 2
+
+
+def test_added_class_without_cnn_output_is_ranked_by_the_library() -> None:
+    corr = np.array([0.5, 0.4, 0.3, 0.99])  # class 3 exists only in an added library
+    f = fuse(FusionParams(w_corr=50), 4, LOGP, corr)
+    assert f.order[0] == 3
+    # and stays out when the library has nothing like it
+    f = fuse(FusionParams(w_corr=50), 4, LOGP, np.array([0.9, 0.4, 0.3, -np.inf]))
+    assert f.probabilities[3] == 0.0
+
+
+def test_unknown_threshold_and_batch_shape() -> None:
+    flat = fuse(FusionParams(w_cnn=0, w_corr=1, unknown_threshold=0.5), 3, LOGP, np.array([0.5, 0.5, 0.5]))
+    assert flat.unknown
+    batch = fused_logits(FusionParams(), 3, np.stack([LOGP, LOGP]), np.stack([CORR, CORR]))
+    assert batch.shape == (2, 3)
+
+
+def test_manifest_round_trip_and_refusal() -> None:
+    p = FusionParams(w_cnn=0.5, w_corr=30, temperature=2, unknown_threshold=0.3)
+    assert FusionParams.from_manifest({"fusion": p.to_dict()}) == p
+    assert FusionParams.from_manifest({}) is None
+    with pytest.raises(BundleError):
+        FusionParams.from_manifest({"fusion": {"temperature": 0}})
+    with pytest.raises(BundleError):
+        FusionParams.from_manifest({"fusion": {"w_cnn": "x"}})
