@@ -115,6 +115,19 @@ class EdgeConfig:
     outbox_max_bytes: int = 256 * 1024 * 1024
     outbox_max_age_s: float = 7 * 24 * 3600.0
     drain_timeout_s: float = 30.0  # on shutdown, wait this long for the outbox to drain
+    # history of acknowledged results, for `replay` (file beside the outbox)
+    history_max_rows: int = 500_000  # ~6 days at 1 spectrum/s
+    history_max_age_s: float = 7 * 24 * 3600.0
+    # requests over MQTT (docs/mqtt.md): commands accepted, and a token bucket per device
+    allow_requests: tuple[str, ...] = ("status", "replay")
+    request_rate_per_s: float = 2.0
+    request_burst: int = 10
+    # Prometheus /metrics (0 = off); loopback unless told otherwise
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
+    # Home Assistant MQTT discovery
+    ha_discovery: bool = False
+    ha_prefix: str = "homeassistant"
     # quality gate (edge/quality.py explains each default)
     min_snr: float = QualityLimits.min_snr
     max_fluorescence_ratio: float = QualityLimits.max_fluorescence_ratio
@@ -238,6 +251,11 @@ def _coerce(key: str, raw: Any, hint: Any, where: str, *, from_text: bool) -> An
                 return raw
         elif base is Path and isinstance(raw, str | Path):
             return Path(raw).expanduser()
+        elif get_origin(base) is tuple:
+            # A TOML array of strings, or a comma-separated list from the environment / a flag.
+            items = [x.strip() for x in raw.split(",")] if isinstance(raw, str) else raw
+            if isinstance(items, list | tuple) and all(isinstance(x, str) for x in items):
+                return tuple(x for x in items if x)
     except ValueError:
         pass
     raise ConfigError(f"{where}: expected {_type_name(base)}, got {raw!r}")
@@ -251,6 +269,8 @@ def _unwrap_optional(hint: Any) -> tuple[Any, bool]:
 
 
 def _type_name(t: Any) -> str:
+    if get_origin(t) is tuple:
+        return "a list of strings"
     return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(t, "a path")
 
 
@@ -269,6 +289,10 @@ def _validate(c: EdgeConfig) -> None:
         "outbox_max_rows": c.outbox_max_rows,
         "outbox_max_bytes": c.outbox_max_bytes,
         "outbox_max_age_s": c.outbox_max_age_s,
+        "history_max_rows": c.history_max_rows,
+        "history_max_age_s": c.history_max_age_s,
+        "request_rate_per_s": c.request_rate_per_s,
+        "request_burst": c.request_burst,
     }
     for key, value in positive.items():
         if value <= 0:
@@ -280,6 +304,15 @@ def _validate(c: EdgeConfig) -> None:
         raise ConfigError(
             f"shift_offset_cm1 must be within +/-100 cm-1, got {c.shift_offset_cm1} (recalibrate the device)"
         )
+    from edge.requests import COMMANDS  # late: requests imports nothing from config, keep it so
+
+    unknown = [r for r in c.allow_requests if r not in COMMANDS]
+    if unknown:
+        raise ConfigError(f"allow_requests: unknown command(s) {', '.join(unknown)} (known: {', '.join(COMMANDS)})")
+    if not 0 <= c.metrics_port <= 65535:
+        raise ConfigError(f"metrics_port must be 0 (off) or a TCP port, got {c.metrics_port}")
+    if not c.ha_prefix or any(not _TOPIC_LEVEL.match(level) for level in c.ha_prefix.split("/")):
+        raise ConfigError(f"ha_prefix {c.ha_prefix!r}: topic levels of letters, digits, '.', '_', '-'")
     if c.drain_timeout_s < 0:
         raise ConfigError(f"drain_timeout_s must be >= 0, got {c.drain_timeout_s}")
     if c.log_level.lower() not in LOG_LEVELS:

@@ -256,6 +256,44 @@ def _handle_frame(
             publisher.publish_spectrum(spectrum_payload(result, analysis, bundle))
 
 
+def _start_request_server(
+    cfg: EdgeConfig, publisher: Any, bundle: Bundle, stats: RunStats, live: dict[str, Any], stack: ExitStack
+) -> Any:
+    from dataclasses import asdict
+
+    from edge.publisher import MqttSettings
+    from edge.request_server import RequestServer
+
+    def status() -> dict[str, Any]:
+        # What `edge check` reports, but live: the device, the model, the broker, the queues.
+        held = publisher.history.held() if publisher.history is not None else None
+        return {
+            "device_id": cfg.device_id,
+            "spectrometer": live["spectrometer"],
+            "acquisition": {
+                "integration_ms": live["integration_ms"],
+                "averages": cfg.averages,
+                "rate_hz": cfg.rate_hz if cfg.simulate else None,
+            },
+            "model": {"name": bundle.name, "sha256": bundle.sha256, "classes": len(bundle.labels)},
+            "publisher": asdict(publisher.stats()),
+            "history": asdict(held) if held is not None else None,
+            "run": asdict(stats),
+            "allow_requests": list(cfg.allow_requests),
+        }
+
+    server = RequestServer(
+        MqttSettings.from_config(cfg),
+        allowed=cfg.allow_requests,
+        history=publisher.history,
+        status=status,
+        rate_per_s=cfg.request_rate_per_s,
+        burst=cfg.request_burst,
+    ).start()
+    stack.callback(server.close)
+    return server
+
+
 def run(cfg: EdgeConfig, *, stop: threading.Event | None = None, out: Any = None) -> int:
     """Run the daemon with a loaded config; returns the process exit code."""
     from edge.publisher import Publisher
@@ -292,6 +330,9 @@ def run(cfg: EdgeConfig, *, stop: threading.Event | None = None, out: Any = None
             return publisher.close(drain_timeout_s=cfg.drain_timeout_s)
 
         stack.callback(close_publisher)
+        live: dict[str, Any] = {"spectrometer": None, "integration_ms": None}
+        if cfg.allow_requests:
+            _start_request_server(cfg, publisher, bundle, stats, live, stack)
         backlog = publisher.pending()
         if backlog:
             log.info("resuming: results from an earlier run are queued", extra={"pending": backlog})
@@ -302,6 +343,14 @@ def run(cfg: EdgeConfig, *, stop: threading.Event | None = None, out: Any = None
             raise InputError(f"cannot open spectrometer at {port}: {err}") from err
         stack.callback(spec.close)
         info, shifts, dark, integration_ms, period_ms = _prepare(spec, cfg, analyzer, port)
+        live["spectrometer"] = {
+            "model": info.model,
+            "serial": info.serial_number,
+            "pixels": info.pixel_count,
+            "laser_nm": info.laser_nm,
+            "port": port,
+        }
+        live["integration_ms"] = integration_ms
         print(
             f"edge: {info.model} {info.serial_number} ({info.pixel_count} px, {info.laser_nm:g} nm) -> "
             f"{cfg.broker} as {cfg.device_id}; model {bundle.name} ({len(bundle.labels)} minerals)",

@@ -49,6 +49,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from edge.config import BrokerUrl, EdgeConfig
 from edge.errors import BrokerError, ConfigError, OutboxError, OutboxFullError
+from edge.history import History, HistoryLimits, history_path_for
 from edge.outbox import Outbox, OutboxLimits
 from edge.result import Latency, Result
 
@@ -79,6 +80,13 @@ class Topics:
     @property
     def spectrum(self) -> str:
         return f"{self.prefix}/{self.device_id}/spectrum"
+
+    @property
+    def request_prefix(self) -> str:
+        return f"{self.prefix}/{self.device_id}/request/"
+
+    def response(self, command: str) -> str:
+        return f"{self.prefix}/{self.device_id}/response/{command}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -134,13 +142,19 @@ def read_password(settings: MqttSettings) -> str | None:
     return None
 
 
-def make_client(settings: MqttSettings, *, client_id: str, clean_session: bool = True) -> mqtt.Client:
-    """A paho 2.x client with the TLS, auth and backoff of `settings` (not connected)."""
+def make_client(
+    settings: MqttSettings, *, client_id: str, clean_session: bool = True, protocol: int = mqtt.MQTTv311
+) -> mqtt.Client:
+    """A paho 2.x client with the TLS, auth and backoff of `settings` (not connected).
+
+    MQTT 5 (the request server, for response topic + correlation data) has no clean_session
+    flag: clean_start is given to connect() instead.
+    """
     client = mqtt.Client(
         callback_api_version=CallbackAPIVersion.VERSION2,
         client_id=client_id,
-        clean_session=clean_session,
-        protocol=mqtt.MQTTv311,
+        protocol=protocol,
+        **({} if protocol == mqtt.MQTTv5 else {"clean_session": clean_session}),
     )
     if settings.broker.tls or settings.tls_ca is not None:
         for name in ("tls_ca", "tls_cert", "tls_key"):
@@ -204,10 +218,13 @@ class Publisher:
         *,
         owns_outbox: bool = False,
         clock: Callable[[], float] = time.monotonic,
+        history: History | None = None,
     ) -> None:
         self.settings = settings
         self.topics = settings.topics
         self._outbox = outbox
+        # Acknowledged results go here (exact published bytes) for `replay`; None = no history.
+        self.history = history
         self._owns_outbox = owns_outbox
         self._clock = clock
         self._client = make_client(settings, client_id=settings.client_id or f"raman-edge-{settings.device_id}")
@@ -229,7 +246,7 @@ class Publisher:
         self._closing = False
         self._pending = outbox.pending()
         # --- pump thread only -----------------------------------------------------------
-        self._inflight: dict[int, int] = {}  # mid -> seq
+        self._inflight: dict[int, tuple[int, str, bytes]] = {}  # mid -> (seq, id, published bytes)
         self._sent_through = 0  # highest seq handed to paho by this process
         self._ack_backlog: list[int] = []  # acknowledged seqs not yet deleted from the outbox
         self._ack_failing = False  # the last delete of acknowledged rows failed (disk full)
@@ -259,10 +276,17 @@ class Publisher:
                 max_age_s=config.outbox_max_age_s,
             ),
         )
+        history = None
         try:
-            return cls(MqttSettings.from_config(config), outbox, owns_outbox=True)
+            history = History(
+                history_path_for(config.outbox_path),
+                limits=HistoryLimits(max_rows=config.history_max_rows, max_age_s=config.history_max_age_s),
+            )
+            return cls(MqttSettings.from_config(config), outbox, owns_outbox=True, history=history)
         except BaseException:
             outbox.close()
+            if history is not None:
+                history.close()
             raise
 
     # -- public API ---------------------------------------------------------------------------
@@ -384,6 +408,8 @@ class Publisher:
             self._client.loop_stop()
         if self._owns_outbox:
             self._outbox.close()
+            if self.history is not None:
+                self.history.close()
         log.info("publisher stopped", extra={"pending": self._pending, "drained": drained})
         return drained
 
@@ -497,11 +523,18 @@ class Publisher:
                 return
 
     def _resolve_acks(self, mids: list[int]) -> None:
-        acked = [self._inflight.pop(m) for m in mids if m in self._inflight]
+        acked_rows = [self._inflight.pop(m) for m in mids if m in self._inflight]
+        acked = [seq for seq, _id, _p in acked_rows]
         if acked:
             with self._stats_lock:
                 self._acked_total += len(acked)
             self._ack_backlog.extend(acked)
+            if self.history is not None:
+                try:
+                    self.history.add(acked_rows)
+                except OutboxError as err:
+                    # Replay coverage only: the results themselves were delivered.
+                    log.error("cannot record acknowledged results in the history", extra={"error": str(err)})
         if not self._ack_backlog:
             return
         try:
@@ -544,13 +577,15 @@ class Publisher:
                     self._dirty = True
                 return
             # NO_CONN still queued it in paho; it is (re)sent on the next connect.
-            self._inflight[info.mid] = row.seq
+            self._inflight[info.mid] = (row.seq, row.id, payload)
             self._sent_through = row.seq
         if len(rows) == room:
             with self._cond:
                 self._dirty = True
 
     def _prune(self) -> None:
+        if self.history is not None:
+            self.history.prune()
         dropped = self._outbox.prune_expired()
         if dropped:
             log.warning("outbox: dropped results older than max_age_s", extra={"dropped": dropped})
