@@ -131,3 +131,20 @@ MODELS: dict[str, ModelFn] = {
     "lda": lda_scores,
     "corr": corr_scores,
 }
+
+
+def _lazy(attr: str) -> ModelFn:
+    """A model defined in trainer.hybrid (imported on use: it imports the edge library search)."""
+
+    def scores(X_train: F32, y_train: I64, X_test: F32, n_classes: int, seed: int, groups: Groups | None = None) -> Scores:
+        from trainer import hybrid
+
+        fn: ModelFn = getattr(hybrid, attr)
+        return fn(X_train, y_train, X_test, n_classes, seed, groups=groups)
+
+    return scores
+
+
+# Issue 12: CNN + shift-tolerant library search fused (library = the training fold only).
+MODELS["hybrid"] = _lazy("hybrid_scores")
+MODELS["corr_lag"] = _lazy("corr_lag_scores")

@@ -1,0 +1,110 @@
+"""Fit the hybrid's fusion (edge.fusion.FusionParams) on held-out spectra, and the CV model.
+
+Fitting never sees test folds: in `trainer cv --models hybrid` the CNN is trained on the
+training fold with whole specimens held out for early stopping (val_split="specimen"); the
+fusion is fitted on those held-out specimens, scored against a library of the *other*
+training specimens (a held-out spectrum must not find its own specimen in the library,
+or correlation would look better than it is on a new specimen). The test fold is then
+scored with the CNN and the library of the whole training fold.
+
+The fit: grid search of the correlation weight (CNN weight 1, embedding weight on the same
+grid when embeddings exist) for accuracy on the held-out rows, ties broken by log loss;
+then the temperature minimising log loss; then the unknown threshold = the fused top-1
+probability that keeps `keep_fraction` of the held-out known spectra.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from edge.fusion import FusionParams, fused_logits, softmax
+from edge.library import ReferenceLibrary
+from trainer.library_build import library_from_arrays
+
+W_GRID = (0.0, 5.0, 10.0, 20.0, 30.0, 50.0, 80.0, 120.0, 200.0)
+T_GRID = tuple(float(t) for t in np.geomspace(0.25, 8.0, 21))
+
+
+def corr_per_class(lib: ReferenceLibrary, X: NDArray[np.float32], n_classes: int) -> NDArray[np.float64]:
+    """Best shift-tolerant correlation per class for every row (the edge's own search)."""
+    out = np.empty((X.shape[0], n_classes), np.float64)
+    for i, x in enumerate(X):
+        sim, _lag = lib.similarities(x)
+        out[i] = lib.per_class(sim, n_classes)
+    return out
+
+
+def _log_loss(p: NDArray[np.float64], y: NDArray[np.int64]) -> float:
+    return float(-np.mean(np.log(np.maximum(p[np.arange(y.size), y], 1e-12))))
+
+
+def fit_fusion(
+    log_p: NDArray[np.float64],
+    corr: NDArray[np.float64],
+    y: NDArray[np.int64],
+    emb: NDArray[np.float64] | None = None,
+    keep_fraction: float = 0.95,
+) -> tuple[FusionParams, dict[str, Any]]:
+    """Fusion weights, temperature and unknown threshold from held-out rows (y = true class)."""
+    n_classes = log_p.shape[1]
+    best: tuple[float, float, float, float] | None = None  # (-acc, loss, w_corr, w_emb)
+    for w_corr in W_GRID:
+        for w_emb in (W_GRID if emb is not None else (0.0,)):
+            p = FusionParams(w_corr=w_corr, w_emb=w_emb)
+            s = fused_logits(p, n_classes, log_p, corr, emb)
+            acc = float((s.argmax(axis=1) == y).mean())
+            key = (-acc, _log_loss(softmax(s), y), w_corr, w_emb)
+            if best is None or key < best:
+                best = key
+    assert best is not None
+    _, _, w_corr, w_emb = best
+    s = fused_logits(FusionParams(w_corr=w_corr, w_emb=w_emb), n_classes, log_p, corr, emb)
+    t = min(T_GRID, key=lambda t: _log_loss(softmax(s, t), y))
+    top1 = softmax(s, t).max(axis=1)
+    thr = float(np.quantile(top1, 1.0 - keep_fraction)) if top1.size else 0.0
+    params = FusionParams(w_cnn=1.0, w_emb=w_emb, w_corr=w_corr, temperature=float(t),
+                          unknown_threshold=thr, unknown_keep_fraction=keep_fraction)
+    info = {"n_heldout": int(y.size), "heldout_accuracy": -best[0],
+            "heldout_accuracy_cnn": float((log_p.argmax(axis=1) == y).mean()),
+            "heldout_accuracy_corr": float((corr.argmax(axis=1) == y).mean())}
+    return params, info
+
+
+def hybrid_scores(
+    X_train: NDArray[np.float32], y_train: NDArray[np.int64], X_test: NDArray[np.float32],
+    n_classes: int, seed: int, groups: NDArray[Any] | None = None,
+) -> NDArray[np.float64]:
+    """`trainer cv` model: FMCNN + shift-tolerant library search, fused; library = training fold."""
+    from trainer.fmcnn import TrainConfig, train_fmcnn, validation_rows
+
+    if groups is None:
+        groups = np.arange(y_train.size)
+    cfg = TrainConfig(seed=seed, val_split="specimen")
+    model, _hist = train_fmcnn(X_train, y_train, n_classes, cfg, groups=groups)
+    is_val = validation_rows(y_train, cfg, np.random.default_rng(seed), groups)
+    labels = tuple(str(i) for i in range(n_classes))
+
+    def log_p(X: NDArray[np.float32]) -> NDArray[np.float64]:
+        p = np.asarray(model.predict(X[..., None], verbose=0, batch_size=256), np.float64)
+        return np.log(np.maximum(p, 1e-12))
+
+    params = FusionParams()  # notes' naive fusion when no specimen could be held out
+    if is_val.any():
+        fit_lib = library_from_arrays(X_train[~is_val], y_train[~is_val], labels, groups[~is_val])
+        params, _ = fit_fusion(log_p(X_train[is_val]), corr_per_class(fit_lib, X_train[is_val], n_classes),
+                               y_train[is_val])
+    lib = library_from_arrays(X_train, y_train, labels, groups)
+    s = fused_logits(params, n_classes, log_p(X_test), corr_per_class(lib, X_test, n_classes))
+    return softmax(s, params.temperature)
+
+
+def corr_lag_scores(
+    X_train: NDArray[np.float32], y_train: NDArray[np.int64], X_test: NDArray[np.float32],
+    n_classes: int, seed: int, groups: NDArray[Any] | None = None,
+) -> NDArray[np.float64]:
+    """`trainer cv` model: the hybrid's library search alone (shift-tolerant correlation)."""
+    lib = library_from_arrays(X_train, y_train, tuple(str(i) for i in range(n_classes)), groups)
+    return corr_per_class(lib, X_test, n_classes)
