@@ -169,6 +169,60 @@ def case_broker_clean_session(w: World, p: Params) -> None:
     w.extra["broker_down_s"] = p.clean_down_s
 
 
+def replay_request(port: int, device: str, since_seq: int, timeout_s: float = 30.0) -> dict[str, Any] | None:
+    """Send one `replay` request as a consumer would and return the response (None: no answer)."""
+    import threading
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    got: list[bytes] = []
+    ready, answered = threading.Event(), threading.Event()
+    c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"bench-replay-{device}")
+    c.on_connect = lambda cl, u, f, rc, pr: cl.subscribe(f"bench/{device}/response/replay", qos=1)
+    c.on_subscribe = lambda *a: ready.set()
+    c.on_message = lambda cl, u, m: (got.append(bytes(m.payload)), answered.set())
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    try:
+        if not ready.wait(10):
+            return None
+        body = json.dumps({"since_seq": since_seq, "transaction": "bench"})
+        c.publish(f"bench/{device}/request/replay", body, qos=1)
+        return json.loads(got[0]) if answered.wait(timeout_s) else None
+    finally:
+        c.disconnect()
+        c.loop_stop()
+
+
+def case_broker_clean_session_replay(w: World, p: Params) -> None:
+    # The clean-session fault, then the consumer's rule from docs/mqtt.md: once it is back and
+    # receiving, it asks for a replay from the first seq it never saw.
+    case_broker_clean_session(w, p)
+    assert w.fault_end is not None
+    fault_end = w.fault_end
+    h.wait_until(lambda: any(t >= fault_end for t in w.sub.connect_times), 30 + p.slow_consumer_retry_s, 0.05)
+    back = next((t for t in w.sub.connect_times if t >= fault_end), None)
+    if back is None:
+        w.notes.append("consumer did not come back; no replay requested")
+        return
+    # A delivery after the reconnect shows the subscription is live again.
+    h.wait_until(lambda: any(d.t > back for d in w.sub.snapshot()), 30, 0.05)
+    seen = {d.seq for d in w.sub.snapshot()}
+    since = 1
+    while since in seen:
+        since += 1
+    committed = {s for r in w.runs for s in r.committed}
+    w.extra["lost_before_replay"] = len({s for s in committed if s <= max(seen)} - seen)
+    w.extra["replay_since_seq"] = since
+    t0 = time.monotonic()
+    resp = replay_request(w.broker.port, w.name.replace("_", "-"), since)
+    w.extra["replay_response_s"] = round(time.monotonic() - t0, 3)
+    w.extra["replay_response"] = resp
+    if resp is None or resp.get("status") != "ok":
+        w.notes.append(f"replay failed: {resp}")
+
+
 def case_daemon_sigkill(w: World, p: Params) -> None:
     w.mark_fault()
     w.extra["killed_rc"] = w.daemon.kill()
@@ -250,8 +304,9 @@ CASES: dict[str, tuple[str, Callable[[World, Params], None], dict[str, Any]]] = 
     "broker_outage": ("broker stopped, restarted (persistence on)", case_broker_outage, {}),
     "broker_clean_session": ("broker restarted with no state (sessions lost)", case_broker_clean_session, {}),
     "broker_clean_session_slow_consumer": (
-        "as above, but the consumer retries its connection only every 8 s (3 s with --quick)",
-        case_broker_clean_session,
+        "as above, but the consumer retries its connection only every 8 s (3 s with --quick) and, once back, "
+        "asks for a replay from the first seq it never received",
+        case_broker_clean_session_replay,
         {"slow_consumer": True},
     ),
     "daemon_sigkill": ("daemon SIGKILLed mid-stream, restarted on the same outbox", case_daemon_sigkill, {}),
@@ -550,11 +605,22 @@ def markdown(data: dict[str, Any]) -> str:
                 f"{r.get('fresh_while_still_full')} of fresh results in {r.get('broker_back_disk_still_full_s')} s, "
                 f"{r.get('not_stored_while_still_full')} results not stored so far; fault end = filler file deleted"
             )
-        if r["case"].startswith("broker_clean") and r.get("subscriber_back_after_s") is not None:
+        if r.get("replay_response") is not None and r.get("subscriber_back_after_s") is not None:
+            extra.append(f"the consumer was subscribed again {r['subscriber_back_after_s']} s after the broker came back")
+        elif r["case"].startswith("broker_clean") and r.get("subscriber_back_after_s") is not None:
             extra.append(
                 f"the consumer was subscribed again {r['subscriber_back_after_s']} s after the broker came back; "
                 f"the daemon had {r['committed_lost']} results acknowledged by a broker that no longer had the "
                 "consumer's session"
+            )
+        if r.get("replay_response") is not None:
+            d = r["replay_response"].get("data", {})
+            extra.append(
+                f"{r['lost_before_replay']} results missing at the consumer before its replay request "
+                f"(since_seq {r['replay_since_seq']}); the replay re-published {d.get('count')} results "
+                f"(seq {d.get('first_seq')}-{d.get('last_seq')}, not held: {d.get('not_held_count')}), "
+                f"response after {r['replay_response_s']} s; committed lost after the replay: {r['committed_lost']} "
+                "(the replayed copies arrive after newer results: they are the 'late' count)"
             )
         if r.get("stale_frames"):
             extra.append(
