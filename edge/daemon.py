@@ -215,6 +215,7 @@ def _handle_frame(
     publisher: Any,
     stats: RunStats,
     out: Any,
+    metrics: Any = None,
 ) -> None:
     acquired_at = datetime.now(timezone.utc)
     t0 = time.perf_counter()
@@ -248,9 +249,13 @@ def _handle_frame(
         result = publisher.enqueue(result)
     except OutboxFullError as err:
         stats.outbox_full += 1
+        if metrics is not None:
+            metrics.spectra.labels(status="outbox_full").inc()
         # Not stored: print it whole so it is at least on the terminal/journal.
         print(f"edge: outbox full, result not stored ({err}): {result.to_json()}", file=out, flush=True)
     else:
+        if metrics is not None:
+            metrics.observe_result(result.status, result.unknown, result.latency_ms)
         print(describe(result), file=out, flush=True)
         if cfg.publish_spectra and analysis.values is not None:
             publisher.publish_spectrum(spectrum_payload(result, analysis, bundle))
@@ -294,6 +299,20 @@ def _start_request_server(
     return server
 
 
+def _start_metrics(cfg: EdgeConfig, publisher: Any, stack: ExitStack, out: Any) -> Any:
+    from edge.metrics import Metrics
+
+    metrics = Metrics()
+    metrics.bind("raman_edge_outbox_pending", publisher.pending)
+    metrics.bind("raman_edge_broker_connected", lambda: 1.0 if publisher.connected else 0.0)
+    if publisher.history is not None:
+        metrics.bind("raman_edge_history_rows", lambda: publisher.history.held().rows)
+    bound = metrics.serve(cfg.metrics_host, cfg.metrics_port)
+    stack.callback(metrics.close)
+    log.info("metrics served", extra={"url": f"http://{cfg.metrics_host}:{bound}/metrics"})
+    return metrics
+
+
 def run(cfg: EdgeConfig, *, stop: threading.Event | None = None, out: Any = None) -> int:
     """Run the daemon with a loaded config; returns the process exit code."""
     from edge.publisher import Publisher
@@ -333,6 +352,7 @@ def run(cfg: EdgeConfig, *, stop: threading.Event | None = None, out: Any = None
         live: dict[str, Any] = {"spectrometer": None, "integration_ms": None}
         if cfg.allow_requests:
             _start_request_server(cfg, publisher, bundle, stats, live, stack)
+        metrics = _start_metrics(cfg, publisher, stack, out) if cfg.metrics_port else None
         backlog = publisher.pending()
         if backlog:
             log.info("resuming: results from an earlier run are queued", extra={"pending": backlog})
@@ -351,6 +371,8 @@ def run(cfg: EdgeConfig, *, stop: threading.Event | None = None, out: Any = None
             "port": port,
         }
         live["integration_ms"] = integration_ms
+        if metrics is not None:
+            metrics.set_link(True)
         print(
             f"edge: {info.model} {info.serial_number} ({info.pixel_count} px, {info.laser_nm:g} nm) -> "
             f"{cfg.broker} as {cfg.device_id}; model {bundle.name} ({len(bundle.labels)} minerals)",
@@ -365,10 +387,14 @@ def run(cfg: EdgeConfig, *, stop: threading.Event | None = None, out: Any = None
                         break
                     if isinstance(event, LinkDown):
                         stats.link_down += 1
+                        if metrics is not None:
+                            metrics.set_link(False)
                         log.warning("spectrometer link lost; waiting for it to come back", extra={"port": port})
                         continue
                     if isinstance(event, LinkUp):
                         log.info("spectrometer link restored", extra={"port": port})
+                        if metrics is not None:
+                            metrics.set_link(True)
                         # A replugged device may have been reconfigured: take its calibration again.
                         if spec.info is not None:
                             info = spec.info
@@ -376,7 +402,9 @@ def run(cfg: EdgeConfig, *, stop: threading.Event | None = None, out: Any = None
                         continue
                     backoff_s = 1.0
                     codec_ms = spec.transport.decode_ms(event)
-                    _handle_frame(event, codec_ms, info, shifts, dark, analyzer, bundle, cfg, publisher, stats, out)
+                    _handle_frame(
+                        event, codec_ms, info, shifts, dark, analyzer, bundle, cfg, publisher, stats, out, metrics
+                    )
                     if cfg.count is not None and stats.spectra >= cfg.count:
                         break
             except BridgeError as err:

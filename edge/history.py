@@ -123,7 +123,10 @@ class History:
 
     def held(self) -> HistoryRange:
         with self._lock:
-            n, lo, hi = self._db.execute("SELECT COUNT(*), MIN(seq), MAX(seq) FROM history").fetchone()
+            try:
+                n, lo, hi = self._db.execute("SELECT COUNT(*), MIN(seq), MAX(seq) FROM history").fetchone()
+            except sqlite3.ProgrammingError:  # closed at shutdown while a scrape or status still asks
+                return HistoryRange(rows=0, first_seq=None, last_seq=None)
         return HistoryRange(rows=n, first_seq=lo, last_seq=hi)
 
     def close(self) -> None:
