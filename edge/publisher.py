@@ -106,6 +106,10 @@ class MqttSettings:
     reconnect_max_s: int = 30
     inflight_window: int = 32
     stats_interval_s: float = 30.0
+    # Home Assistant discovery: True publishes the retained configs on every connect, False
+    # clears them (so disabling it removes the entities), None leaves the topics alone.
+    ha_discovery: bool | None = None
+    ha_prefix: str = "homeassistant"
 
     @classmethod
     def from_config(cls, config: EdgeConfig) -> MqttSettings:
@@ -120,6 +124,8 @@ class MqttSettings:
             password_file=config.password_file,
             password_env=config.password_env,
             stats_interval_s=config.stats_interval_s,
+            ha_discovery=config.ha_discovery,
+            ha_prefix=config.ha_prefix,
         )
 
     @property
@@ -230,7 +236,8 @@ class Publisher:
         self._client = make_client(settings, client_id=settings.client_id or f"raman-edge-{settings.device_id}")
         self._client.will_set(self.topics.status, OFFLINE, qos=1, retain=True)
         # Our window bounds what we hand to paho; the +4 leaves room for status messages.
-        self._client.max_inflight_messages_set(settings.inflight_window + 4)
+        # (+8: status and Home Assistant discovery messages on connect.)
+        self._client.max_inflight_messages_set(settings.inflight_window + 8)
         self._client.on_connect = self._on_connect
         self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
@@ -432,6 +439,27 @@ class Publisher:
         info = client.publish(self.topics.status, ONLINE, qos=1, retain=True)
         with self._cond:
             self._session_mid = info.mid
+        for topic, payload in self._ha_messages():
+            client.publish(topic, payload, qos=1, retain=True)
+
+    def _ha_messages(self) -> list[tuple[str, bytes]]:
+        from edge.ha_discovery import discovery_messages, removal_messages
+
+        s = self.settings
+        if s.ha_discovery is None:
+            return []
+        if not s.ha_discovery:
+            return removal_messages(ha_prefix=s.ha_prefix, device_id=s.device_id)
+        with self._stats_lock:
+            model = self._model["name"] if self._model else None
+        return discovery_messages(
+            ha_prefix=s.ha_prefix,
+            device_id=s.device_id,
+            result_topic=self.topics.result,
+            stats_topic=self.topics.stats,
+            status_topic=self.topics.status,
+            model=model,
+        )
 
     def _on_session_ready(self) -> None:
         with self._cond:
