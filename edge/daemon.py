@@ -30,7 +30,7 @@ from edge.config import EdgeConfig
 from edge.errors import EdgeError, InputError, OutboxFullError
 from edge.pipeline import Analysis, Analyzer
 from edge.preprocess import despike
-from edge.result import Candidate, Instrument, Latency, ModelRef, Peak, Quality, Result
+from edge.result import Candidate, Instrument, Latency, Match, MixtureComponent, ModelRef, Peak, Quality, Result
 
 log = logging.getLogger("edge.daemon")
 
@@ -81,6 +81,8 @@ def build_result(
         reason=analysis.reason,
         top=tuple(Candidate(mineral=m, p=min(1.0, max(0.0, float(p)))) for m, p in analysis.top),
         unknown=analysis.unknown,
+        match=None if analysis.match is None else Match(mineral=analysis.match.mineral, rruff_id=analysis.match.rruff_id, similarity=analysis.match.similarity),  # noqa: E501
+        mixture=None if analysis.mixture is None else tuple(MixtureComponent(mineral=m, fraction=f) for m, f in analysis.mixture),  # noqa: E501
         peaks=tuple(Peak(shift_cm1=p.shift_cm1, relevance=p.relevance, intensity=p.intensity) for p in analysis.peaks),
         quality=Quality(
             snr=analysis.snr,

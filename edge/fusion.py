@@ -11,7 +11,8 @@ softmax(s / temperature). Weights, temperature and the unknown threshold are fit
 `trainer export` on held-out spectra (trainer/hybrid.py) and read from the manifest
 (`fusion`); the edge only applies them. A component that is absent (no embedding in this
 bundle, or a class that only exists in an added library and so has no CNN output) simply
-contributes nothing for that class, so added minerals are ranked by the library alone.
+contributes nothing for that class; an added mineral gets the CNN's best log p, so the library
+decides between it and the CNN's favourite.
 """
 
 from __future__ import annotations
@@ -73,16 +74,20 @@ def fused_logits(
     `log_p_cnn` may cover only the first n_cnn classes (the bundle's labels); classes beyond
     have no CNN term. -inf similarities (no reference of that class) are neutral (0 term)
     for classes that do have a CNN output and exclude classes that have neither."""
-    shape = (n_classes,) if (corr_per_class is None or np.ndim(corr_per_class) == 1) else (
-        np.shape(corr_per_class)[0], n_classes)
+    shape = (
+        (n_classes,)
+        if (corr_per_class is None or np.ndim(corr_per_class) == 1)
+        else (np.shape(corr_per_class)[0], n_classes)
+    )
     s = np.zeros(shape, np.float64)
     evidence = np.zeros(shape, bool)
     if log_p_cnn is not None and params.w_cnn:
         lp = np.maximum(np.asarray(log_p_cnn, np.float64), LOG_P_FLOOR)
         n = lp.shape[-1]
         s[..., :n] += params.w_cnn * lp
-        # Added classes (beyond the CNN) get the floor so that they compete on equal terms.
-        s[..., n:] += params.w_cnn * LOG_P_FLOOR
+        # Added classes (beyond the CNN) get the CNN's best log p: the CNN is neutral between
+        # its favourite and a mineral it cannot know, so the library decides between them.
+        s[..., n:] += params.w_cnn * lp.max(axis=-1, keepdims=True)
         evidence[..., :n] = True
     for w, sim in ((params.w_corr, corr_per_class), (params.w_emb, emb_per_class)):
         if sim is None or not w:

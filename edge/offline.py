@@ -4,6 +4,7 @@ One line per file, in the order given, human-readable or (`as_json`) one JSON ob
 line with the field names of the MQTT result payload (docs/mqtt.md):
 
     {"file", "status", "reason", "top": [{"mineral", "p"}], "unknown",
+     "match": {"mineral", "rruff_id", "similarity"} | null, "mixture": [...] | null,
      "peaks": [{"shift_cm1", "relevance", "intensity"}], "quality": {...}}
 
 `status` is "ok", "rejected" (the file was read but the quality gate refused the spectrum,
@@ -25,7 +26,7 @@ from edge.bundle import load_bundle
 from edge.config import EdgeConfig
 from edge.errors import EdgeError
 from edge.pipeline import Analysis, Analyzer
-from edge.result import Candidate, Quality
+from edge.result import Candidate, Match, MixtureComponent, Quality
 from edge.result import Peak as PeakPayload
 from edge.spectrum_files import SpectrumFileError, read_spectrum_file
 
@@ -88,6 +89,8 @@ def _record(file: str, status: str, reason: str | None) -> dict[str, Any]:
         "reason": reason,
         "top": [],
         "unknown": False,
+        "match": None,
+        "mixture": None,
         "peaks": [],
         "quality": None,
         "corrected": None,
@@ -109,6 +112,12 @@ def _from_analysis(file: str, a: Analysis, *, corrected: bool) -> dict[str, Any]
         "reason": a.reason,
         "top": [asdict(Candidate(mineral=m, p=min(max(p, 0.0), 1.0))) for m, p in a.top],
         "unknown": a.unknown,
+        "match": None
+        if a.match is None
+        else asdict(Match(mineral=a.match.mineral, rruff_id=a.match.rruff_id, similarity=a.match.similarity)),
+        "mixture": None
+        if a.mixture is None
+        else [asdict(MixtureComponent(mineral=m, fraction=f)) for m, f in a.mixture],
         "peaks": [
             asdict(PeakPayload(shift_cm1=pk.shift_cm1, relevance=pk.relevance, intensity=pk.intensity))
             for pk in a.peaks
@@ -127,6 +136,11 @@ def format_line(r: dict[str, Any]) -> str:
     parts.append(", ".join(f"{c['mineral']} {c['p']:.3f}" for c in r["top"]))
     if r["unknown"]:
         parts.append("[unknown: top-1 below the model's threshold]")
+    if r.get("match"):
+        m = r["match"]
+        parts.append(f"match {m['mineral']} {m['rruff_id']} r={m['similarity']:.3f}")
+    if r.get("mixture"):
+        parts.append("mixture " + " + ".join(f"{c['mineral']} {c['fraction']:.2f}" for c in r["mixture"]))
     if r["peaks"]:
         parts.append("peaks " + ", ".join(f"{p['shift_cm1']:.0f}" for p in r["peaks"][:5]) + " cm-1")
     return "  ".join(parts)

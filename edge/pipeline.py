@@ -1,4 +1,9 @@
-"""Per-spectrum analysis: counts -> quality gate -> int8 classification -> deconv peaks.
+"""Per-spectrum analysis: counts -> quality gate -> identification -> deconv peaks.
+
+Identification is the int8 CNN alone for a bundle without a reference library, and the
+hybrid (edge.fusion of the CNN, the embedding search and the shift-tolerant correlation
+search of edge.library) when the bundle has one (`library.npz` + a `fusion` manifest
+section) or a library directory is given (`edge classify --library`, config `library_dir`).
 
 Pure computation on arrays (no serial, no MQTT): the daemon feeds it frames, `edge
 classify` feeds it files, the benchmarks feed it emulator output, and all get the same
@@ -19,6 +24,8 @@ from edge.bundle import Bundle
 from edge.classifier import Classifier, Prediction
 from edge.deconv import DeconvWeights, Peak, attribution, top_peaks
 from edge.errors import SpectrumError
+from edge.fusion import FusionParams, fuse
+from edge.library import Match, ReferenceLibrary, load_library
 from edge.preprocess import Prepared, pixel_shifts, preprocess
 from edge.quality import QualityLimits
 
@@ -40,12 +47,37 @@ class Analysis:
     n_spikes: int = 0
     saturated: bool = False
     fluorescence_ratio: float | None = None
+    match: Match | None = None  # closest library reference (hybrid only)
+    mixture: tuple[tuple[str, float], ...] | None = None  # (mineral, fraction), largest first
     latency_ms: dict[str, float] = field(default_factory=dict)
     values: NDArray[np.float32] | None = field(default=None, repr=False)  # model input, for raw publishing
 
 
 def _finite_or_none(x: float) -> float | None:
     return None if x is None or not math.isfinite(x) else round(float(x), 3)
+
+
+def bundle_library(bundle: Bundle) -> ReferenceLibrary | None:
+    """The bundle's own reference library, if it ships one (hashed with the bundle's files)."""
+    if "library.npz" not in bundle.manifest.get("files", {}):
+        return None
+    return load_library(bundle.path, grid_n=bundle.spec.grid_n)
+
+
+def combined_library(bundle: Bundle, extra: ReferenceLibrary | None) -> ReferenceLibrary | None:
+    """Bundle library + added references; class indices of the bundle's labels come first."""
+    base = bundle_library(bundle)
+    if base is not None and base.minerals[: len(bundle.labels)] != bundle.labels:
+        from edge.errors import BundleError
+
+        raise BundleError(f"{bundle.path}: library minerals do not start with the model's labels")
+    if extra is None:
+        return base
+    if base is None:
+        from edge.library import build_library
+
+        base = build_library(bundle.labels, np.zeros(0), [], np.zeros(0), np.zeros((0, bundle.spec.grid_n)))
+    return base.extended(extra)
 
 
 class Analyzer:
@@ -59,6 +91,8 @@ class Analyzer:
         *,
         top_k: int = 3,
         n_peaks: int = 5,
+        library: ReferenceLibrary | None = None,
+        use_bundle_library: bool = True,
     ) -> None:
         self.bundle = bundle
         self.classifier = classifier or Classifier(bundle)
@@ -67,6 +101,36 @@ class Analyzer:
         self.shift_offset_cm1 = float(shift_offset_cm1)
         self.top_k = top_k
         self.n_peaks = n_peaks
+        self.library = combined_library(bundle, library) if use_bundle_library else library
+        fusion = FusionParams.from_manifest(bundle.manifest)
+        # A library without fitted fusion (e.g. references added to a CNN-only bundle): the
+        # notes' naive fusion, and the CNN's own unknown threshold does not apply to it.
+        self.fusion = fusion or FusionParams()
+
+    def set_library(self, library: ReferenceLibrary | None) -> None:
+        """Swap the added references (the daemon, on a change of `library_dir`)."""
+        self.library = combined_library(self.bundle, library)
+
+    def identify(self, values: NDArray[np.float32]) -> tuple[tuple[tuple[str, float], ...], bool, int, Match | None]:
+        """(top, unknown, class index, match): the one identification path for every caller."""
+        lib = self.library
+        if lib is None or len(lib) == 0:
+            pred = self.classifier.classify(values, k=self.top_k)
+            return pred.top, pred.unknown, pred.class_index, None
+        pred = self.classifier.classify(values, k=1)
+        log_p = np.log(np.maximum(pred.probabilities.astype(np.float64), 1e-12))
+        sim, lag = lib.similarities(values)
+        corr = lib.per_class(sim)
+        emb = None
+        # Bundles whose model exports an embedding (issue 11) add the embedding search;
+        # the shipped int8 model has none, so this term is simply skipped.
+        e = getattr(pred, "embedding", None)
+        if e is not None and lib.has_embedding:
+            emb = lib.per_class(lib.embedding_similarities(e))
+        f = fuse(self.fusion, len(lib.minerals), log_p, corr, emb, k=self.top_k)
+        order = [i for j, i in enumerate(f.order) if j == 0 or f.probabilities[i] >= 1e-4]
+        top = tuple((lib.minerals[i], round(float(f.probabilities[i]), 4)) for i in order)
+        return top, f.unknown, int(order[0]), lib.match(sim, lag)
 
     def shifts_for(self, calibration_nm: ArrayLike, laser_nm: float, n_pixels: int) -> NDArray[np.float64]:
         """Raman shift of every pixel from the device's calibration polynomial and laser line,
@@ -150,17 +214,22 @@ class Analyzer:
 
     def _classify(self, prep: Prepared, latency: dict[str, float]) -> Analysis:
         t1 = time.perf_counter()
-        pred = self.classifier.classify(prep.values, k=self.top_k)
+        top, unknown, class_index, match = self.identify(prep.values)
         t2 = time.perf_counter()
-        attr = attribution(prep.values, self.weights, pred.class_index)
+        # Deconv weights exist for the model's classes only; an added mineral shows the
+        # peaks of the model's best class (edge library add docs).
+        if class_index >= len(self.bundle.labels):
+            class_index = int(self.classifier.classify(prep.values, k=1).class_index)
+        attr = attribution(prep.values, self.weights, class_index)
         peaks = top_peaks(attr, prep.values, self.bundle.grid_cm1, k=self.n_peaks)
         t3 = time.perf_counter()
         latency = {**latency, "classify": (t2 - t1) * 1e3, "deconv": (t3 - t2) * 1e3}
         return Analysis(
             "ok",
             None,
-            top=pred.top,
-            unknown=pred.unknown,
+            top=top,
+            unknown=unknown,
+            match=match,
             peaks=tuple(peaks),
             snr=_finite_or_none(prep.snr),
             coverage=round(prep.coverage, 4),

@@ -1,4 +1,7 @@
-"""The result payload published on `<prefix>/<device_id>/result` (schema `raman-edge/result/1`).
+"""The result payload published on `<prefix>/<device_id>/result` (schema `raman-edge/result/2`).
+
+`raman-edge/result/1` (no `match`, no `mixture`) is superseded; `from_dict` still reads it
+(an outbox written by an older daemon), with `match` and `mixture` null.
 
 One frozen dataclass per JSON object. `Result.to_json()` is the only encoder and
 `Result.from_json()` the only decoder, so docs/result.schema.json, the publisher and the
@@ -20,7 +23,8 @@ from typing import Any, Literal
 
 from edge.errors import PayloadError, UsageError
 
-SCHEMA_ID = "raman-edge/result/1"
+SCHEMA_ID = "raman-edge/result/2"
+SUPERSEDED_IDS = ("raman-edge/result/1",)
 Status = Literal["ok", "rejected"]
 
 
@@ -50,6 +54,25 @@ class Candidate:
     def __post_init__(self) -> None:
         if not 0.0 <= self.p <= 1.0:
             raise UsageError(f"candidate {self.mineral!r}: p={self.p} is outside 0..1")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Match:
+    """The closest reference spectrum: provenance a geologist can look up in RRUFF."""
+
+    mineral: str
+    rruff_id: str
+    similarity: float  # best Pearson correlation over the lag window, -1..1
+
+
+@dataclass(frozen=True, kw_only=True)
+class MixtureComponent:
+    mineral: str
+    fraction: float  # of the fitted intensity, 0..1; the components sum to 1
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.fraction <= 1.0:
+            raise UsageError(f"mixture {self.mineral!r}: fraction={self.fraction} is outside 0..1")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,7 +127,9 @@ class Result:
     status: Status
     reason: str | None = None  # why a spectrum was rejected; None when status == "ok"
     top: tuple[Candidate, ...] = ()  # best first
-    unknown: bool = False  # top-1 below the model's confidence threshold
+    unknown: bool = False  # fused evidence below the bundle's threshold
+    match: Match | None = None  # closest library reference; None without a library or when rejected
+    mixture: tuple[MixtureComponent, ...] | None = None  # two-mineral answer, largest first
     peaks: tuple[Peak, ...] = ()
     quality: Quality = field(default_factory=Quality)
     latency_ms: Latency = field(default_factory=Latency)
@@ -127,6 +152,10 @@ class Result:
         # Tuples keep the dataclass hashable/immutable even when built from lists.
         object.__setattr__(self, "top", tuple(self.top))
         object.__setattr__(self, "peaks", tuple(self.peaks))
+        if self.mixture is not None:
+            object.__setattr__(self, "mixture", tuple(self.mixture))
+            if abs(sum(m.fraction for m in self.mixture) - 1.0) > 1e-3:
+                raise UsageError("mixture fractions must sum to 1")
 
     def stamped(self, *, seq: int, id: str) -> Result:
         return replace(self, seq=seq, id=id)
@@ -136,6 +165,7 @@ class Result:
         d["acquired_at"] = _iso_utc(self.acquired_at)
         d["top"] = list(d["top"])
         d["peaks"] = list(d["peaks"])
+        d["mixture"] = None if d["mixture"] is None else list(d["mixture"])
         ordered = {"schema": d.pop("schema"), "id": d.pop("id"), "device_id": d.pop("device_id")}
         ordered.update(d)
         return _finite(ordered)
@@ -155,11 +185,13 @@ class Result:
     def from_dict(cls, obj: Any) -> Result:
         if not isinstance(obj, Mapping):
             raise PayloadError("result payload is not a JSON object")
-        if obj.get("schema") != SCHEMA_ID:
+        old = obj.get("schema") in SUPERSEDED_IDS
+        if obj.get("schema") != SCHEMA_ID and not old:
             raise PayloadError(f"result schema {obj.get('schema')!r} is not {SCHEMA_ID!r}")
         try:
+            match = None if old or obj["match"] is None else Match(**obj["match"])
+            mix = None if old or obj["mixture"] is None else tuple(MixtureComponent(**m) for m in _seq(obj["mixture"]))
             return cls(
-                schema=obj["schema"],
                 id=_str(obj["id"]),
                 device_id=_str(obj["device_id"]),
                 seq=int(obj["seq"]),
@@ -170,6 +202,8 @@ class Result:
                 reason=obj["reason"],
                 top=tuple(Candidate(**c) for c in _seq(obj["top"])),
                 unknown=bool(obj["unknown"]),
+                match=match,
+                mixture=mix,
                 peaks=tuple(Peak(**p) for p in _seq(obj["peaks"])),
                 quality=Quality(**obj["quality"]),
                 latency_ms=Latency(**obj["latency_ms"]),

@@ -52,7 +52,7 @@ def fit_fusion(
     n_classes = log_p.shape[1]
     best: tuple[float, float, float, float] | None = None  # (-acc, loss, w_corr, w_emb)
     for w_corr in W_GRID:
-        for w_emb in (W_GRID if emb is not None else (0.0,)):
+        for w_emb in W_GRID if emb is not None else (0.0,):
             p = FusionParams(w_corr=w_corr, w_emb=w_emb)
             s = fused_logits(p, n_classes, log_p, corr, emb)
             acc = float((s.argmax(axis=1) == y).mean())
@@ -65,17 +65,30 @@ def fit_fusion(
     t = min(T_GRID, key=lambda t: _log_loss(softmax(s, t), y))
     top1 = softmax(s, t).max(axis=1)
     thr = float(np.quantile(top1, 1.0 - keep_fraction)) if top1.size else 0.0
-    params = FusionParams(w_cnn=1.0, w_emb=w_emb, w_corr=w_corr, temperature=float(t),
-                          unknown_threshold=thr, unknown_keep_fraction=keep_fraction)
-    info = {"n_heldout": int(y.size), "heldout_accuracy": -best[0],
-            "heldout_accuracy_cnn": float((log_p.argmax(axis=1) == y).mean()),
-            "heldout_accuracy_corr": float((corr.argmax(axis=1) == y).mean())}
+    params = FusionParams(
+        w_cnn=1.0,
+        w_emb=w_emb,
+        w_corr=w_corr,
+        temperature=float(t),
+        unknown_threshold=thr,
+        unknown_keep_fraction=keep_fraction,
+    )
+    info = {
+        "n_heldout": int(y.size),
+        "heldout_accuracy": -best[0],
+        "heldout_accuracy_cnn": float((log_p.argmax(axis=1) == y).mean()),
+        "heldout_accuracy_corr": float((corr.argmax(axis=1) == y).mean()),
+    }
     return params, info
 
 
 def hybrid_scores(
-    X_train: NDArray[np.float32], y_train: NDArray[np.int64], X_test: NDArray[np.float32],
-    n_classes: int, seed: int, groups: NDArray[Any] | None = None,
+    X_train: NDArray[np.float32],
+    y_train: NDArray[np.int64],
+    X_test: NDArray[np.float32],
+    n_classes: int,
+    seed: int,
+    groups: NDArray[Any] | None = None,
 ) -> NDArray[np.float64]:
     """`trainer cv` model: FMCNN + shift-tolerant library search, fused; library = training fold."""
     from trainer.fmcnn import TrainConfig, train_fmcnn, validation_rows
@@ -94,16 +107,21 @@ def hybrid_scores(
     params = FusionParams()  # notes' naive fusion when no specimen could be held out
     if is_val.any():
         fit_lib = library_from_arrays(X_train[~is_val], y_train[~is_val], labels, groups[~is_val])
-        params, _ = fit_fusion(log_p(X_train[is_val]), corr_per_class(fit_lib, X_train[is_val], n_classes),
-                               y_train[is_val])
+        params, _ = fit_fusion(
+            log_p(X_train[is_val]), corr_per_class(fit_lib, X_train[is_val], n_classes), y_train[is_val]
+        )
     lib = library_from_arrays(X_train, y_train, labels, groups)
     s = fused_logits(params, n_classes, log_p(X_test), corr_per_class(lib, X_test, n_classes))
     return softmax(s, params.temperature)
 
 
 def corr_lag_scores(
-    X_train: NDArray[np.float32], y_train: NDArray[np.int64], X_test: NDArray[np.float32],
-    n_classes: int, seed: int, groups: NDArray[Any] | None = None,
+    X_train: NDArray[np.float32],
+    y_train: NDArray[np.int64],
+    X_test: NDArray[np.float32],
+    n_classes: int,
+    seed: int,
+    groups: NDArray[Any] | None = None,
 ) -> NDArray[np.float64]:
     """`trainer cv` model: the hybrid's library search alone (shift-tolerant correlation)."""
     lib = library_from_arrays(X_train, y_train, tuple(str(i) for i in range(n_classes)), groups)

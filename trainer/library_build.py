@@ -25,8 +25,9 @@ def library_from_arrays(
     return build_library(labels, y, ids, lasers, X, embedding)
 
 
-def library_from_dataset(ds: Dataset, rows: NDArray[np.int64] | None = None,
-                         embedding: NDArray[np.float32] | None = None) -> ReferenceLibrary:
+def library_from_dataset(
+    ds: Dataset, rows: NDArray[np.int64] | None = None, embedding: NDArray[np.float32] | None = None
+) -> ReferenceLibrary:
     """The library of `ds` (or of its `rows`, e.g. a CV training fold only)."""
     idx = np.arange(ds.y.size) if rows is None else np.asarray(rows)
     return library_from_arrays(ds.X[idx], ds.y[idx], ds.labels, ds.groups[idx], ds.laser_nm[idx], embedding)

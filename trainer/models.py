@@ -136,7 +136,9 @@ MODELS: dict[str, ModelFn] = {
 def _lazy(attr: str) -> ModelFn:
     """A model defined in trainer.hybrid (imported on use: it imports the edge library search)."""
 
-    def scores(X_train: F32, y_train: I64, X_test: F32, n_classes: int, seed: int, groups: Groups | None = None) -> Scores:
+    def scores(
+        X_train: F32, y_train: I64, X_test: F32, n_classes: int, seed: int, groups: Groups | None = None
+    ) -> Scores:
         from trainer import hybrid
 
         fn: ModelFn = getattr(hybrid, attr)

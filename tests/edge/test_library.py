@@ -32,7 +32,7 @@ def real():  # type: ignore[no-untyped-def]
 
 def _accuracy(lib, X, y, shift_pts: int = 0) -> float:  # type: ignore[no-untyped-def]
     hits = 0
-    for x, c in zip(X, y):
+    for x, c in zip(X, y, strict=True):
         x = np.roll(x, shift_pts)
         s, _ = lib.similarities(x)
         hits += int(np.argmax(lib.per_class(s)) == c)

@@ -25,7 +25,7 @@ from trainer.rruff import DEFAULT_RRUFF_PATH, iter_files, parse_filename
 
 MINERALS = ("Quartz", "Calcite")
 PER_MINERAL = 3
-RECORD_KEYS = {"file", "status", "reason", "top", "unknown", "peaks", "quality", "corrected"}
+RECORD_KEYS = {"file", "status", "reason", "top", "unknown", "match", "mixture", "peaks", "quality", "corrected"}
 
 runner = CliRunner()
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from edge.errors import OutboxFullError, PayloadError, UsageError
 from edge.outbox import Outbox, OutboxLimits
 from edge.publisher import Publisher, _finalise_payload
-from edge.result import SCHEMA_ID, Candidate, Peak, Quality, Result
+from edge.result import SCHEMA_ID, Candidate, Match, MixtureComponent, Peak, Quality, Result
 
 
 def test_payload_matches_schema_and_round_trips(make_result: Any, schema_check: Any) -> None:
@@ -25,6 +25,27 @@ def test_payload_matches_schema_and_round_trips(make_result: Any, schema_check: 
         assert schema_check(obj) == []
         assert obj["schema"] == SCHEMA_ID and obj["acquired_at"] == "2025-01-02T03:04:05.678Z"
         assert Result.from_json(r.to_json()) == r
+
+
+def test_result2_match_and_mixture_round_trip_and_result1_is_still_read(make_result: Any, schema_check: Any) -> None:
+    r = replace(
+        make_result(),
+        match=Match(mineral="quartz", rruff_id="R040031", similarity=0.987),
+        mixture=(MixtureComponent(mineral="quartz", fraction=0.6), MixtureComponent(mineral="calcite", fraction=0.4)),
+    ).stamped(seq=3, id="dev1-abc-3")
+    obj = json.loads(r.to_json())
+    assert SCHEMA_ID == "raman-edge/result/2" and schema_check(obj) == []
+    assert obj["match"]["rruff_id"] == "R040031" and [m["mineral"] for m in obj["mixture"]] == ["quartz", "calcite"]
+    assert Result.from_json(r.to_json()) == r
+    obj["mixture"] = [{"mineral": "quartz", "fraction": 0.9}]
+    assert schema_check(obj) != []  # a mixture has at least two minerals
+    with pytest.raises(UsageError, match="sum to 1"):
+        replace(r, mixture=(MixtureComponent(mineral="a", fraction=0.5), MixtureComponent(mineral="b", fraction=0.2)))
+    old = json.loads(make_result().stamped(seq=1, id="dev1-abc-1").to_json())
+    old["schema"] = "raman-edge/result/1"
+    del old["match"], old["mixture"]
+    back = Result.from_dict(old)
+    assert back.match is None and back.mixture is None and back.schema == SCHEMA_ID
 
 
 def test_wire_payload_after_publisher_finalises_latency(make_result: Any, schema_check: Any) -> None:

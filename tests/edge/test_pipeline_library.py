@@ -1,0 +1,53 @@
+"""The hybrid path of the Analyzer: real bundle, real RRUFF references, provenance and added minerals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge.bundle import load_bundle
+from edge.library import build_library
+from edge.pipeline import Analyzer
+
+
+@pytest.fixture(scope="module")
+def quartz_and_calcite():  # type: ignore[no-untyped-def]
+    from tests.trainer.conftest import require_rruff
+    from trainer.rruff import load_rruff
+
+    spectra, _ = load_rruff(require_rruff(), minerals={"Quartz", "Calcite"})
+    spectra = [s for s in spectra if s.data_type == "Processed"]
+    by = {m: [s for s in spectra if s.mineral == m] for m in ("Quartz", "Calcite")}
+    assert all(len(v) >= 2 for v in by.values())
+    return by
+
+
+def _prep(bundle, s):  # type: ignore[no-untyped-def]
+    from edge.preprocess import preprocess
+
+    return preprocess(s.shift_cm1, s.intensity, bundle.spec, corrected=True).values
+
+
+def test_match_names_the_reference_and_top_stays_fused(quartz_and_calcite) -> None:  # type: ignore[no-untyped-def]
+    bundle = load_bundle()
+    q = quartz_and_calcite["Quartz"]
+    ref, probe = q[0], next(s for s in q if s.rruff_id != q[0].rruff_id) if len({s.rruff_id for s in q}) > 1 else q[1]
+    lib = build_library(("Quartz",), np.zeros(1), [ref.rruff_id], np.zeros(1), _prep(bundle, ref)[None])
+    a = Analyzer(bundle, library=lib).analyze_corrected(probe.shift_cm1, probe.intensity)
+    assert a.status == "ok" and a.match is not None
+    assert a.match.mineral == "Quartz" and a.match.rruff_id == ref.rruff_id and a.match.similarity > 0.8
+    assert a.top[0][0] == "Quartz" and abs(sum(p for _m, p in a.top) - 1) < 0.2
+    plain = Analyzer(bundle).analyze_corrected(probe.shift_cm1, probe.intensity)
+    assert plain.match is None  # the shipped bundle has no library of its own
+
+
+def test_an_added_mineral_is_named_from_one_reference(quartz_and_calcite) -> None:  # type: ignore[no-untyped-def]
+    bundle = load_bundle()
+    c = quartz_and_calcite["Calcite"]
+    # Pretend calcite is new to the model: one reference under a name the CNN has never seen.
+    lib = build_library(("Newcalcite",), np.zeros(1), ["NEW1"], np.zeros(1), _prep(bundle, c[0])[None])
+    an = Analyzer(bundle, library=lib)
+    a = an.analyze_corrected(c[-1].shift_cm1, np.asarray(c[-1].intensity))
+    assert a.top[0][0] == "Newcalcite" and a.match is not None and a.match.rruff_id == "NEW1"
+    q = quartz_and_calcite["Quartz"][0]
+    assert an.analyze_corrected(q.shift_cm1, q.intensity).top[0][0] == "Quartz"  # others unchanged
