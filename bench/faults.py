@@ -606,7 +606,9 @@ def markdown(data: dict[str, Any]) -> str:
                 f"{r.get('not_stored_while_still_full')} results not stored so far; fault end = filler file deleted"
             )
         if r.get("replay_response") is not None and r.get("subscriber_back_after_s") is not None:
-            extra.append(f"the consumer was subscribed again {r['subscriber_back_after_s']} s after the broker came back")
+            extra.append(
+                f"the consumer was subscribed again {r['subscriber_back_after_s']} s after the broker came back"
+            )
         elif r["case"].startswith("broker_clean") and r.get("subscriber_back_after_s") is not None:
             extra.append(
                 f"the consumer was subscribed again {r['subscriber_back_after_s']} s after the broker came back; "

@@ -23,14 +23,19 @@ class Metrics:
 
         self.registry = CollectorRegistry()
         self.spectra = Counter(
-            "raman_edge_spectra", "Spectra processed, by outcome (ok, rejected, outbox_full)", ["status"],
+            "raman_edge_spectra",
+            "Spectra processed, by outcome (ok, rejected, outbox_full)",
+            ["status"],
             registry=self.registry,
         )
         self.unknown = Counter(
             "raman_edge_unknown", "Classified spectra below the model's confidence threshold", registry=self.registry
         )
         self.stage = Histogram(
-            "raman_edge_stage_seconds", "Latency per pipeline stage", ["stage"], buckets=STAGE_BUCKETS_S,
+            "raman_edge_stage_seconds",
+            "Latency per pipeline stage",
+            ["stage"],
+            buckets=STAGE_BUCKETS_S,
             registry=self.registry,
         )
         self._gauges: dict[str, Any] = {}

@@ -65,7 +65,8 @@ class RequestServer:
         self._queue: queue.Queue[mqtt.MQTTMessage | None] = queue.Queue(maxsize=QUEUE_SIZE)
         self._subscribed = threading.Event()
         self._client = make_client(
-            settings, client_id=f"{settings.client_id or 'raman-edge-' + settings.device_id}-requests",
+            settings,
+            client_id=f"{settings.client_id or 'raman-edge-' + settings.device_id}-requests",
             protocol=mqtt.MQTTv5,
         )
         self._client.max_inflight_messages_set(64)

@@ -90,7 +90,8 @@ def parse_request(command: str, payload: bytes, allowed: tuple[str, ...]) -> Req
         return RequestError(command, f"unknown command {command!r} (known: {', '.join(COMMANDS)})", transaction)
     if command not in allowed:
         return RequestError(
-            command, f"command {command!r} is not enabled on this device (allow_requests: {', '.join(allowed)})",
+            command,
+            f"command {command!r} is not enabled on this device (allow_requests: {', '.join(allowed)})",
             transaction,
         )
     errors = sorted(_validators()[command].iter_errors(obj), key=lambda e: list(e.absolute_path))

@@ -24,7 +24,8 @@ class Member:
         self.cond = threading.Condition()
         ready = threading.Event()
         self.c = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"m-{uuid.uuid4().hex[:6]}",
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=f"m-{uuid.uuid4().hex[:6]}",
             protocol=mqtt.MQTTv5,
         )
         self.c.on_connect = lambda cl, u, f, rc, p: cl.subscribe(topic, qos=1)
@@ -104,8 +105,11 @@ def test_two_daemons_shared_subscription_group_gets_each_result_once_and_replay_
             t.join(60)
         results = all_got()
         counts = {d: max(s) for d, s in per_device(results).items()}
-        wait_until(lambda: all(s == set(range(1, counts[d] + 1)) for d, s in per_device(all_got()).items()), 20,
-                   "every result of both devices")
+        wait_until(
+            lambda: all(s == set(range(1, counts[d] + 1)) for d, s in per_device(all_got()).items()),
+            20,
+            "every result of both devices",
+        )
         results = all_got()
         ids = [r.id for r in results]
         # Exactly once per group after de-duplication by id; each member got a share; the only

@@ -90,8 +90,9 @@ def test_late_consumer_recovers_every_missed_result_with_one_replay_and_bad_requ
         props = Properties(PacketTypes.PUBLISH)
         props.ResponseTopic = "late/replies"
         props.CorrelationData = b"corr-1"
-        late.c.publish("test/rp/request/replay", json.dumps({"since_seq": 1, "transaction": "r1"}), qos=1,
-                       properties=props)
+        late.c.publish(
+            "test/rp/request/replay", json.dumps({"since_seq": 1, "transaction": "r1"}), qos=1, properties=props
+        )
         assert late.wait(lambda ms: any(t == "test/rp/response/replay" for t, _, _ in ms))
         resp = json.loads(late.on("test/rp/response/replay")[0])
         assert resp["status"] == "ok" and resp["transaction"] == "r1", resp

@@ -49,7 +49,8 @@ def test_client_without_write_access_to_requests_cannot_make_the_device_do_anyth
     passwd = b.dir / "passwd"
     for i, (user, pw) in enumerate(USERS.items()):
         subprocess.run(
-            ["mosquitto_passwd", "-b", *(["-c"] if i == 0 else []), str(passwd), user, pw], check=True,
+            ["mosquitto_passwd", "-b", *(["-c"] if i == 0 else []), str(passwd), user, pw],
+            check=True,
             capture_output=True,
         )
     conf = b.conf.read_text().replace(
