@@ -75,7 +75,7 @@ class History:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
         except (sqlite3.Error, OSError) as err:
-            raise OutboxError(f"cannot open history {self.path}: {err}") from None
+            raise OutboxError(f"cannot open history {self.path}: {err}", path=str(self.path)) from None
 
     def add(self, rows: Iterable[tuple[int, str, bytes]], *, now_s: float | None = None) -> int:
         """Record acknowledged results (seq, id, published bytes); returns rows dropped by the bounds."""
@@ -99,8 +99,9 @@ class History:
                 self._db.execute("COMMIT")
                 return dropped
             except sqlite3.Error as err:
-                self._db.execute("ROLLBACK") if self._db.in_transaction else None
-                raise OutboxError(f"history write failed: {err}") from None
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise OutboxError(f"history write failed: {err}", path=str(self.path)) from None
 
     def prune(self, *, now_s: float | None = None) -> int:
         now = time.time() if now_s is None else now_s
@@ -109,7 +110,7 @@ class History:
                 cur = self._db.execute("DELETE FROM history WHERE acked_at < ?", (now - self.limits.max_age_s,))
                 return cur.rowcount
             except sqlite3.Error as err:
-                raise OutboxError(f"history prune failed: {err}") from None
+                raise OutboxError(f"history prune failed: {err}", path=str(self.path)) from None
 
     def rows(self, since_seq: int, until_seq: int | None = None, *, limit: int = 1000) -> list[HistoryRow]:
         """Rows with since_seq <= seq <= until_seq, in seq order, at most `limit`."""

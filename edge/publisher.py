@@ -156,12 +156,17 @@ def make_client(
     MQTT 5 (the request server, for response topic + correlation data) has no clean_session
     flag: clean_start is given to connect() instead.
     """
-    client = mqtt.Client(
-        callback_api_version=CallbackAPIVersion.VERSION2,
-        client_id=client_id,
-        protocol=protocol,
-        **({} if protocol == mqtt.MQTTv5 else {"clean_session": clean_session}),
-    )
+    if protocol == mqtt.MQTTv5:
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
+        )
+    else:
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            clean_session=clean_session,
+            protocol=mqtt.MQTTv311,
+        )
     if settings.broker.tls or settings.tls_ca is not None:
         for name in ("tls_ca", "tls_cert", "tls_key"):
             path = getattr(settings, name)
