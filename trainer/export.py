@@ -15,10 +15,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge.bundle import BUNDLE_FORMAT, REQUIRED_FILES, load_bundle, sha256_file
-from edge.classifier import Classifier
+from edge.classifier import Classifier, softmax
 from trainer.dataset import Dataset
 from trainer.deconv_ref import extract_weights
 from trainer.errors import ExportError
+from trainer.temperature import fit_temperature, nll, reliability, reliability_png
 
 PARITY_MIN = 0.99
 UNKNOWN_KEEP = 0.95
@@ -43,15 +44,17 @@ def representative_rows(ds: Dataset, n_rows: int, seed: int = 0) -> NDArray[np.f
 #: Calibration candidates (rows, seed, cross-layer equalisation). More rows are not better here:
 #: rare extreme activations widen the int8 ranges of every spectrum, and equalisation helps some
 #: models and not others, so the candidate is chosen by agreement on a tuning set.
-CALIBRATION_CANDIDATES = tuple((rows, seed, eq) for eq in (False, True) for seed in (0, 1) for rows in (200, 400, 800))
+CALIBRATION_CANDIDATES = tuple((rows, 0, eq) for eq in (False, True) for rows in (200, 400))
 
 
-def _tflite_top1(tflite: bytes, X: NDArray[np.float32]) -> NDArray[np.int64]:
+def _tflite_top1(tflite: bytes, X: NDArray[np.float32], n_classes: int) -> NDArray[np.int64]:
     import tensorflow as tf
 
     it = tf.lite.Interpreter(model_content=tflite)
     it.allocate_tensors()
-    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    inp = it.get_input_details()[0]
+    # The logits output (the embedding output is narrower or wider: n_classes differs from it).
+    out = max(it.get_output_details(), key=lambda o: int(o["shape"][-1]) == n_classes)
     scale, zero = inp["quantization"]
     top = []
     for x in X:
@@ -84,7 +87,7 @@ def choose_calibration(
     tried = []
     for n_rows, cand_seed, eq in candidates:
         tflite = convert_int8(model, representative_rows(train, n_rows, cand_seed), equalize=eq)
-        agreement = float((_tflite_top1(tflite, tune) == ref).mean())
+        agreement = float((_tflite_top1(tflite, tune, int(model.get_layer("logits").units)) == ref).mean())
         tried.append({"rows": n_rows, "seed": cand_seed, "equalize": eq, "tuning_agreement": agreement})
         if best is None or agreement > best[0]:
             best = (agreement, tflite, {"rows": n_rows, "seed": cand_seed, "equalize": eq})
@@ -193,6 +196,7 @@ def export_bundle(
             "name": name,
             "files": {f: sha256_file(tmp / f) for f in REQUIRED_FILES},
             "output": {"n_classes": len(labels)},
+            "temperature": {"value": 1.0},
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest))
         clf = Classifier(load_bundle(tmp))
@@ -202,18 +206,40 @@ def export_bundle(
             if len(Xh)
             else np.zeros((0, len(labels)))
         )
-        int8_p = np.stack([clf.probabilities(x) for x in Xh]) if len(Xh) else np.zeros((0, len(labels)))
-        parity = parity_report(float_p, int8_p, heldout.y, labels)
+        int8_logits = np.stack([clf.logits(x) for x in Xh]) if len(Xh) else np.zeros((0, len(labels)))
+        parity = parity_report(float_p, int8_logits, heldout.y, labels)
         if heldout.y.size and parity["top1_agreement"] < parity_min:
             raise ExportError(
                 f"int8 model agrees with the float model on only {parity['top1_agreement']:.1%} of "
                 f"{heldout.y.size} held-out spectra (need {parity_min:.0%}); int8 calibration "
                 "collapsed (see tensorflow issue 60903); try a larger representative set"
             )
+        # Temperature: fitted on the held-out spectra through the int8 model, as the edge runs it.
+        temperature = fit_temperature(int8_logits, heldout.y) if heldout.y.size else 1.0
+        int8_p = softmax(int8_logits, temperature) if len(Xh) else np.zeros((0, len(labels)))
+        before = reliability(softmax(int8_logits, 1.0), heldout.y) if len(Xh) else {"ece": float("nan"), "bins": []}
+        after = reliability(int8_p, heldout.y) if len(Xh) else {"ece": float("nan"), "bins": []}
+        temperature_info = {
+            "value": temperature,
+            "fitted_on": f"{heldout.y.size} held-out known spectra (int8 logits), minimum NLL",
+            "nll_t1": nll(int8_logits, heldout.y, 1.0) if len(Xh) else float("nan"),
+            "nll": nll(int8_logits, heldout.y, temperature) if len(Xh) else float("nan"),
+            "ece_t1": before["ece"],
+            "ece": after["ece"],
+            "mean_top1_probability": after.get("mean_confidence"),
+            "accuracy": after.get("accuracy"),
+        }
+        if len(Xh):
+            try:
+                reliability_png(before, after, tmp / "reliability.png", f"{name}: {heldout.y.size} held-out, T={temperature:.2f}")
+            except ImportError:  # matplotlib is optional; the numbers are in the manifest either way
+                pass
         # Unknown threshold: the max-probability that keeps UNKNOWN_KEEP of known held-out spectra.
         maxp = int8_p.max(axis=1) if len(Xh) else np.array([0.0])
         threshold = float(np.quantile(maxp, 1 - UNKNOWN_KEEP))
         interp_details = clf._interp.get_input_details()[0], clf._interp.get_output_details()[0]
+        interp_details = interp_details[0], {"quantization": clf._out_q}
+        emb = clf._emb
         manifest.update(
             {
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -231,8 +257,18 @@ def export_bundle(
                     "dtype": "int8",
                     "scale": float(interp_details[1]["quantization"][0]),
                     "zero_point": int(interp_details[1]["quantization"][1]),
-                    "meaning": "softmax probabilities, p = (q - zero_point) * scale (1/256 resolution)",
+                    "meaning": "logits, l = (q - zero_point) * scale; p = softmax(l / temperature) on the host",
                 },
+                "outputs": {
+                    "logits": {"width": len(labels)},
+                    "embedding": (
+                        {"width": int(emb["shape"][-1]), "scale": float(emb["quantization"][0]),
+                         "zero_point": int(emb["quantization"][1]),
+                         "meaning": "L2-normalised penultimate (bottleneck) vector"}
+                        if emb is not None else None
+                    ),
+                },
+                "temperature": temperature_info,
                 "calibration": calibration,
                 "unknown": {
                     "method": "max_probability",

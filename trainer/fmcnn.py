@@ -8,7 +8,12 @@ Architecture (the paper gives the layer order, not the widths; ours are chosen f
           expand  Conv1D(16, k=1) || Conv1D(16, k=3) -> LeakyReLU   "fire_e1", "fire_e3"
           concatenate -> (1360, 32)
     MaxPool1D(16, non-overlapping)  -> (85, 32)                     "pool"
-    Flatten -> Dense(96, linear) -> Dropout -> Dense(n, softmax)    "bottleneck", "logits"
+    Flatten -> Dense(96, linear) -> Dropout -> Dense(n, linear)     "bottleneck", "logits"
+    (inference twin only) L2-normalised bottleneck                  "embedding"
+
+The model outputs logits, never softmax: an int8 softmax has a fixed 1/256 step, so with
+1,203 classes the top of the distribution ties and top-1 flips (tensorflow#31229). The edge
+computes softmax(logits / T) on the host with a temperature T fitted at export.
 
 The two Dense layers have no nonlinearity between them: together they are one
 Flatten->Dense->softmax layer whose 2720 x n weight matrix is factorised to rank 96. That
@@ -98,7 +103,12 @@ def make_fmcnn(
     z = layers.Dense(a.bottleneck, kernel_regularizer=reg, name="bottleneck")(z)
     if not inference:
         z = layers.Dropout(a.dropout, name="dropout")(z)
-    out = layers.Dense(n_classes, activation="softmax", kernel_regularizer=reg, name="logits")(z)
+    out = layers.Dense(n_classes, kernel_regularizer=reg, name="logits")(z)
+    if inference:
+        # The embedding for nearest-reference matching: the bottleneck direction (its length
+        # only scales the logits), so L2-normalised. A second int8 output of the same model.
+        emb = layers.UnitNormalization(name="embedding")(z)
+        return keras.Model(inp, [out, emb], name="fmcnn")
     return keras.Model(inp, out, name="fmcnn")
 
 
@@ -173,38 +183,10 @@ def equalize_channels(inference_model: Any, calibration: NDArray[np.float32]) ->
 
 
 def augment(X: NDArray[np.float32], rng: np.random.Generator) -> NDArray[np.float32]:
-    """Instrument-like perturbations of preprocessed spectra (vectorised over rows).
+    """Training augmentation (trainer.augment, instrument physics; ranges documented there)."""
+    from trainer.augment import augment as physics_augment
 
-    - Raman-shift jitter up to +/-4 cm-1 (calibration error of a field instrument);
-    - gain 0.8-1.2 and a mild power law on intensities (detector/laser response);
-    - residual baseline: a random low-order polynomial up to 5 % of the max;
-    - white noise with sigma 0-2 % of the max;
-    - random tail cut: zero everything above a shift in 1,230-1,510 cm-1 for half the rows,
-      since library spectra end anywhere there while instrument spectra run to the end.
-    """
-    n, length = X.shape
-    grid = np.arange(length, dtype=np.float32)
-    shift = rng.uniform(-4, 4, size=(n, 1)).astype(np.float32)
-    src = np.clip(grid[None, :] - shift, 0, length - 1)
-    lo = np.floor(src).astype(np.int64)
-    hi = np.minimum(lo + 1, length - 1)
-    w = src - lo
-    rows = np.arange(n)[:, None]
-    out = X[rows, lo] * (1 - w) + X[rows, hi] * w
-    out = np.sign(out) * np.abs(out) ** rng.uniform(0.85, 1.15, size=(n, 1)).astype(np.float32)
-    out *= rng.uniform(0.8, 1.2, size=(n, 1)).astype(np.float32)
-    t = np.linspace(-1, 1, length, dtype=np.float32)[None, :]
-    coef = rng.normal(0, 1, size=(n, 3)).astype(np.float32)
-    base = coef[:, :1] + coef[:, 1:2] * t + coef[:, 2:3] * (2 * t**2 - 1)
-    base -= base.min(axis=1, keepdims=True)
-    base /= np.maximum(base.max(axis=1, keepdims=True), 1e-6)
-    out += base * rng.uniform(0, 0.05, size=(n, 1)).astype(np.float32)
-    out += rng.normal(0, 1, size=out.shape).astype(np.float32) * rng.uniform(0, 0.02, size=(n, 1)).astype(np.float32)
-    cut = rng.uniform(1080, 1360, size=(n, 1))
-    cut_rows = rng.random((n, 1)) < 0.5
-    out[(grid[None, :] > cut) & cut_rows] = 0.0
-    peak = np.maximum(out.max(axis=1, keepdims=True), 1e-6)
-    return (out / peak).astype(np.float32)
+    return physics_augment(X, rng)
 
 
 def _val_split(
@@ -242,6 +224,29 @@ def validation_rows(
     return _val_split(y, np.arange(y.size), cfg.val_fraction, rng)
 
 
+def _batches(X: Any, Y: Any, cfg: TrainConfig, rng: np.random.Generator) -> Any:
+    """A keras PyDataset that augments every batch afresh (a new perturbation each epoch)."""
+    import keras
+
+    class Augmented(keras.utils.PyDataset):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.order = rng.permutation(len(X))
+
+        def __len__(self) -> int:
+            return int(np.ceil(len(X) / cfg.batch_size))
+
+        def __getitem__(self, i: int) -> tuple[Any, Any]:
+            rows = self.order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+            xb = augment(X[rows], rng) if cfg.augment else X[rows]
+            return xb[..., None], Y[rows]
+
+        def on_epoch_end(self) -> None:
+            self.order = rng.permutation(len(X))
+
+    return Augmented()
+
+
 def train_fmcnn(
     X: NDArray[np.float32],
     y: NDArray[np.int64],
@@ -251,7 +256,7 @@ def train_fmcnn(
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     groups: NDArray[Any] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
-    """Train with early stopping on a validation split; returns (model, history)."""
+    """Train with Keras EarlyStopping (best weights restored) on a validation split."""
     import keras
 
     cfg = cfg or TrainConfig()
@@ -262,37 +267,37 @@ def train_fmcnn(
     model = make_fmcnn(X.shape[1], n_classes, cfg.arch)
     model.compile(
         optimizer=keras.optimizers.Adam(cfg.learning_rate, beta_1=0.9, beta_2=0.999, epsilon=1e-8),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=cfg.label_smoothing),
         metrics=["accuracy"],
     )
     Ytr = np.eye(n_classes, dtype=np.float32)[ytr]
     Yva = np.eye(n_classes, dtype=np.float32)[yva]
-    best_w, best_loss, best_epoch, wait = None, np.inf, 0, 0
-    history: dict[str, Any] = {"epochs": [], "n_train": int(ytr.size), "n_val": int(yva.size)}
+    monitor = "val_loss" if yva.size else "loss"
+    stop = keras.callbacks.EarlyStopping(
+        monitor=monitor, patience=cfg.patience, min_delta=1e-4, restore_best_weights=True
+    )
+    callbacks: list[Any] = [stop]
+    if on_epoch:
+        callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: on_epoch(e, dict(logs or {}))))
     t0 = time.perf_counter()
-    for epoch in range(cfg.epochs):
-        Xe = augment(Xtr, rng) if cfg.augment else Xtr
-        h = model.fit(Xe[..., None], Ytr, batch_size=cfg.batch_size, epochs=1, verbose=0, shuffle=True)
-        logs = {"loss": float(h.history["loss"][-1]), "accuracy": float(h.history["accuracy"][-1])}
-        if yva.size:
-            vl, va = model.evaluate(Xva[..., None], Yva, verbose=0, batch_size=256)
-            logs.update(val_loss=float(vl), val_accuracy=float(va))
-            monitor = float(vl)
-        else:
-            monitor = logs["loss"]
-        history["epochs"].append(logs)
-        if on_epoch:
-            on_epoch(epoch, logs)
-        if monitor < best_loss - 1e-4:
-            best_loss, best_epoch, wait = monitor, epoch, 0
-            best_w = model.get_weights()
-        else:
-            wait += 1
-            if wait >= cfg.patience:
-                break
-    if best_w is not None:
-        model.set_weights(best_w)
-    history.update(best_epoch=best_epoch, best_monitor=best_loss, train_s=time.perf_counter() - t0)
+    h = model.fit(
+        _batches(Xtr, Ytr, cfg, rng),
+        validation_data=(Xva[..., None], Yva) if yva.size else None,
+        epochs=cfg.epochs,
+        verbose=0,
+        callbacks=callbacks,
+    )
+    hist = h.history
+    epochs = [{k: float(v[i]) for k, v in hist.items()} for i in range(len(hist["loss"]))]
+    best = int(np.argmin(hist[monitor]))
+    history: dict[str, Any] = {
+        "epochs": epochs,
+        "n_train": int(ytr.size),
+        "n_val": int(yva.size),
+        "best_epoch": best,
+        "best_monitor": float(hist[monitor][best]),
+        "train_s": time.perf_counter() - t0,
+    }
     return model, history
 
 

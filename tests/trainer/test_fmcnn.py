@@ -43,7 +43,7 @@ def test_channel_equalisation_is_exact_in_float(tiny_model: tuple[Any, Any]) -> 
     model, ds = tiny_model
     ref = model.predict(ds.X[:32, :, None], verbose=0)
     eq = equalize_channels(fold_batchnorm(model), ds.X[:64])
-    np.testing.assert_allclose(eq.predict(ds.X[:32, :, None], verbose=0), ref, atol=1e-4)
+    np.testing.assert_allclose(eq.predict(ds.X[:32, :, None], verbose=0)[0], ref, atol=1e-4)
 
 
 def test_architecture_follows_the_paper_and_is_small() -> None:
@@ -202,3 +202,26 @@ def test_specimen_validation_holds_out_whole_specimens_and_keeps_every_class() -
 
     with pytest.raises(TrainerError, match="needs the specimen"):
         validation_rows(y_arr, cfg, np.random.default_rng(1))
+
+
+def test_exported_bundle_has_logits_embedding_and_host_softmax(tiny_model: tuple[Any, Any], tmp_path: Path) -> None:
+    import numpy as np
+
+    from edge.bundle import load_bundle
+    from edge.classifier import Classifier
+    from trainer.export import export_bundle
+
+    model, ds = tiny_model
+    idx = np.arange(len(ds.y))
+    export_bundle(model, ds.subset(idx[::2]), ds.subset(idx[1::2]), tmp_path / "b", name="t", training_info={},
+                  parity_min=0.0, calibration_candidates=((200, 0, False),))
+    b = load_bundle(tmp_path / "b")
+    t = b.manifest["temperature"]["value"]
+    assert 0.05 <= t <= 20 and b.manifest["outputs"]["embedding"]["width"] == 96
+    clf = Classifier(b)
+    pred = clf.classify(ds.X[1])
+    z = pred.logits.astype(np.float64) / t
+    ref = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+    assert np.allclose(pred.probabilities, ref, atol=1e-6)
+    assert pred.embedding is not None and abs(np.linalg.norm(pred.embedding) - 1) < 0.05
+    assert pred.class_index == int(np.argmax(pred.logits))
