@@ -41,6 +41,31 @@ EXIT_QUEUED = 3
 SIMULATE_MAX_INTEGRATION_MS = 100
 
 
+class Controls:
+    """Acquisition settings changed by a `set` request, handed from the request thread to the loop.
+
+    The loop applies them between two spectra (it leaves the stream, reconfigures, streams
+    again), never mid-exposure; the request thread only stores them.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: dict[str, Any] = {}
+
+    def put(self, changes: dict[str, Any]) -> None:
+        with self._lock:
+            self._pending.update(changes)
+
+    def pending(self) -> bool:
+        with self._lock:
+            return bool(self._pending)
+
+    def take(self) -> dict[str, Any]:
+        with self._lock:
+            out, self._pending = self._pending, {}
+            return out
+
+
 @dataclass
 class RunStats:
     spectra: int = 0
@@ -263,11 +288,51 @@ def _handle_frame(
             publisher.publish_spectrum(spectrum_payload(result, analysis, bundle))
 
 
+def settings_for(
+    cfg: EdgeConfig, info: Any, change: dict[str, Any], integration_ms: int, averages: int, period_ms: int
+) -> tuple[int, int, int]:
+    """New (integration_ms, averages, period_ms) for a `set` request, within the device's limits."""
+    from edge.errors import UsageError
+
+    integ = int(change.get("integration_ms", integration_ms))
+    if info is not None and not info.integration_min_ms <= integ <= info.integration_max_ms:
+        raise UsageError(
+            f"integration_ms {integ} outside the device's {info.integration_min_ms}-{info.integration_max_ms} ms"
+        )
+    avg = int(change.get("averages", averages))
+    if info is not None and avg > info.averages_max:
+        raise UsageError(f"averages {avg} above the device's maximum {info.averages_max}")
+    if cfg.simulate:
+        period = max(1, round(1000.0 / change["rate_hz"])) if "rate_hz" in change else period_ms
+        integ = min(integ, SIMULATE_MAX_INTEGRATION_MS, period)
+    else:
+        if "rate_hz" in change:
+            raise UsageError("rate_hz applies to --simulate only (a real device streams back to back)")
+        period = integ * avg
+    return integ, avg, period
+
+
+def _apply_settings(
+    spec: Any, cfg: EdgeConfig, info: Any, change: dict[str, Any], integration_ms: int, averages: int, period_ms: int
+) -> tuple[int, int, int]:
+    integ, avg, period = settings_for(cfg, info, change, integration_ms, averages, period_ms)
+    spec.configure(integration_ms=integ, averages=avg)
+    log.info("settings changed by request", extra={"integration_ms": integ, "averages": avg, "period_ms": period})
+    return integ, avg, period
+
+
 def _start_request_server(
-    cfg: EdgeConfig, publisher: Any, bundle: Bundle, stats: RunStats, live: dict[str, Any], stack: ExitStack
+    cfg: EdgeConfig,
+    publisher: Any,
+    bundle: Bundle,
+    stats: RunStats,
+    live: dict[str, Any],
+    stack: ExitStack,
+    controls: Controls,
 ) -> Any:
     from dataclasses import asdict
 
+    from edge.errors import UsageError
     from edge.publisher import MqttSettings
     from edge.request_server import RequestServer
 
@@ -279,7 +344,7 @@ def _start_request_server(
             "spectrometer": live["spectrometer"],
             "acquisition": {
                 "integration_ms": live["integration_ms"],
-                "averages": cfg.averages,
+                "averages": live["averages"],
                 "rate_hz": cfg.rate_hz if cfg.simulate else None,
             },
             "model": {"name": bundle.name, "sha256": bundle.sha256, "classes": len(bundle.labels)},
@@ -289,6 +354,19 @@ def _start_request_server(
             "allow_requests": list(cfg.allow_requests),
         }
 
+    def apply_set(args: dict[str, Any]) -> dict[str, Any]:
+        # Checked against the device's limits now (so the response can refuse), applied by
+        # the acquisition loop before its next spectrum.
+        if "auto_exposure" in args:
+            raise UsageError("auto_exposure is not implemented in this version")
+        if live["integration_ms"] is None:
+            raise UsageError("the spectrometer is not ready yet; try again")
+        integ, avg, period = settings_for(
+            cfg, live["info"], args, live["integration_ms"], live["averages"], round(1000.0 / cfg.rate_hz)
+        )
+        controls.put({k: v for k, v in args.items()})
+        return {"integration_ms": integ, "averages": avg, "period_ms": period, "applied": "from the next spectrum"}
+
     server = RequestServer(
         MqttSettings.from_config(cfg),
         allowed=cfg.allow_requests,
@@ -296,6 +374,7 @@ def _start_request_server(
         status=status,
         rate_per_s=cfg.request_rate_per_s,
         burst=cfg.request_burst,
+        handlers={"set": apply_set},
     ).start()
     stack.callback(server.close)
     return server
@@ -351,9 +430,10 @@ def run(cfg: EdgeConfig, *, stop: threading.Event | None = None, out: Any = None
             return publisher.close(drain_timeout_s=cfg.drain_timeout_s)
 
         stack.callback(close_publisher)
-        live: dict[str, Any] = {"spectrometer": None, "integration_ms": None}
+        live: dict[str, Any] = {"spectrometer": None, "integration_ms": None, "averages": cfg.averages, "info": None}
+        controls = Controls()
         if cfg.allow_requests:
-            _start_request_server(cfg, publisher, bundle, stats, live, stack)
+            _start_request_server(cfg, publisher, bundle, stats, live, stack, controls)
         metrics = _start_metrics(cfg, publisher, stack, out) if cfg.metrics_port else None
         backlog = publisher.pending()
         if backlog:
@@ -373,6 +453,8 @@ def run(cfg: EdgeConfig, *, stop: threading.Event | None = None, out: Any = None
             "port": port,
         }
         live["integration_ms"] = integration_ms
+        live["info"] = info
+        averages = cfg.averages
         if metrics is not None:
             metrics.set_link(True)
         print(
@@ -383,6 +465,15 @@ def run(cfg: EdgeConfig, *, stop: threading.Event | None = None, out: Any = None
         )
         backoff_s = 1.0
         while not stop.is_set() and (cfg.count is None or stats.spectra < cfg.count):
+            change = controls.take()
+            if change:
+                try:
+                    integration_ms, averages, period_ms = _apply_settings(
+                        spec, cfg, info, change, integration_ms, averages, period_ms
+                    )
+                except (BridgeError, EdgeError) as err:
+                    log.warning("set: could not apply", extra={"error": str(err), "changes": change})
+                live["integration_ms"], live["averages"] = integration_ms, averages
             try:
                 for event in spec.stream(period_ms):
                     if stop.is_set():
@@ -409,6 +500,8 @@ def run(cfg: EdgeConfig, *, stop: threading.Event | None = None, out: Any = None
                     )
                     if cfg.count is not None and stats.spectra >= cfg.count:
                         break
+                    if controls.pending():
+                        break  # leave the stream to apply a `set` request
             except BridgeError as err:
                 # Expected device trouble (NACK, timeout, unplugged mid-command): log one line,
                 # back off, and redo the handshake; the daemon never dies of a device fault.

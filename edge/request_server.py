@@ -24,6 +24,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from edge.errors import EdgeError, UsageError
 from edge.history import History
 from edge.publisher import MqttSettings, make_client
 from edge.requests import Request, RequestError, TokenBucket, command_of, error_response, ok_response, parse_request
@@ -54,12 +55,15 @@ class RequestServer:
         status: Callable[[], dict[str, Any]],
         rate_per_s: float = 2.0,
         burst: int = 10,
+        handlers: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] | None = None,
     ) -> None:
         self.settings = settings
         self.topics = settings.topics
         self.allowed = allowed
         self.history = history
         self._status = status
+        # Commands carried out by the daemon (e.g. `set`): args -> data; EdgeError -> error response.
+        self._handlers = dict(handlers or {})
         self._bucket = TokenBucket(rate_per_s, burst)
         self.counters = RequestCounters()
         self._queue: queue.Queue[mqtt.MQTTMessage | None] = queue.Queue(maxsize=QUEUE_SIZE)
@@ -133,7 +137,12 @@ class RequestServer:
             log.info("request refused", extra={"command": command, "error": parsed.error})
             self._respond(msg, command, error_response(parsed.transaction, parsed.error))
             return
-        data = self._execute(parsed)
+        try:
+            data = self._execute(parsed)
+        except EdgeError as err:
+            self.counters.errors += 1
+            self._respond(msg, command, error_response(parsed.transaction, str(err)))
+            return
         self.counters.handled += 1
         self._respond(msg, command, ok_response(parsed.transaction, data))
 
@@ -142,7 +151,9 @@ class RequestServer:
             return self._status()
         if req.command == "replay":
             return self._replay(req.args["since_seq"], req.args.get("until_seq"))
-        raise AssertionError(f"parse_request passed an unimplemented command {req.command}")
+        if req.command in self._handlers:
+            return self._handlers[req.command](req.args)
+        raise UsageError(f"command {req.command!r} is not available on this device")
 
     def _replay(self, since_seq: int, until_seq: int | None) -> dict[str, Any]:
         if self.history is None:

@@ -20,7 +20,7 @@ from typing import Any
 #: Every command the interface defines (issue 13); `allow_requests` picks among them.
 COMMANDS = ("status", "replay", "acquire", "set", "calibrate", "library/add", "model/activate")
 #: Commands this version implements; an allowed command not listed answers "not implemented".
-IMPLEMENTED = ("status", "replay")
+IMPLEMENTED = ("status", "replay", "set")
 MAX_REQUEST_BYTES = 64 * 1024
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "docs" / "requests.schema.json"
 

@@ -40,10 +40,10 @@ def test_bad_requests_are_errors_that_name_the_problem(command: str, payload: by
 
 
 def test_allowed_but_unimplemented_command_is_an_error_after_validation() -> None:
-    allowed = ("status", "replay", "set")
-    bad = parse_request("set", b'{"averages": 0}', allowed)
+    allowed = ("status", "replay", "acquire")
+    bad = parse_request("acquire", b'{"averages": 0}', allowed)
     assert isinstance(bad, RequestError) and "minimum" in bad.error
-    r = parse_request("set", b'{"averages": 4, "transaction": 7}', allowed)
+    r = parse_request("acquire", b'{"averages": 4, "transaction": 7}', allowed)
     assert isinstance(r, RequestError) and "not implemented" in r.error and r.transaction == 7
 
 
