@@ -511,6 +511,9 @@ def run(cfg: EdgeConfig, *, stop: threading.Event | None = None, out: Any = None
                 backoff_s = min(backoff_s * 2, 30.0)
                 try:
                     info, shifts, dark, integration_ms, period_ms = _prepare(spec, cfg, analyzer, port)
+                    # _prepare configured the device from the config: a `set` no longer holds.
+                    averages = cfg.averages
+                    live["integration_ms"], live["averages"], live["info"] = integration_ms, averages, info
                 except (BridgeError, InputError) as again:
                     log.warning("spectrometer still not ready", extra={"error": str(again)})
         spec.close()
