@@ -26,6 +26,7 @@ from edge.deconv import DeconvWeights, Peak, attribution, top_peaks
 from edge.errors import SpectrumError
 from edge.fusion import FusionParams, fuse
 from edge.library import Match, ReferenceLibrary, load_library
+from edge.mixture import MixtureParams, fit_mixture
 from edge.preprocess import Prepared, pixel_shifts, preprocess
 from edge.quality import QualityLimits
 
@@ -106,6 +107,8 @@ class Analyzer:
         # A library without fitted fusion (e.g. references added to a CNN-only bundle): the
         # notes' naive fusion, and the CNN's own unknown threshold does not apply to it.
         self.fusion = fusion or FusionParams()
+        self.mixture_params = MixtureParams.from_manifest(bundle.manifest)
+        self._last_mixture: tuple[tuple[str, float], ...] | None = None
 
     def set_library(self, library: ReferenceLibrary | None) -> None:
         """Swap the added references (the daemon, on a change of `library_dir`)."""
@@ -114,6 +117,7 @@ class Analyzer:
     def identify(self, values: NDArray[np.float32]) -> tuple[tuple[tuple[str, float], ...], bool, int, Match | None]:
         """(top, unknown, class index, match): the one identification path for every caller."""
         lib = self.library
+        self._last_mixture = None
         if lib is None or len(lib) == 0:
             pred = self.classifier.classify(values, k=self.top_k)
             return pred.top, pred.unknown, pred.class_index, None
@@ -128,6 +132,7 @@ class Analyzer:
         if e is not None and lib.has_embedding:
             emb = lib.per_class(lib.embedding_similarities(e))
         f = fuse(self.fusion, len(lib.minerals), log_p, corr, emb, k=self.top_k)
+        self._last_mixture = fit_mixture(values, lib, sim, lag, self.mixture_params).components
         order = [i for j, i in enumerate(f.order) if j == 0 or f.probabilities[i] >= 1e-4]
         top = tuple((lib.minerals[i], round(float(f.probabilities[i]), 4)) for i in order)
         return top, f.unknown, int(order[0]), lib.match(sim, lag)
@@ -230,6 +235,7 @@ class Analyzer:
             top=top,
             unknown=unknown,
             match=match,
+            mixture=self._last_mixture,
             peaks=tuple(peaks),
             snr=_finite_or_none(prep.snr),
             coverage=round(prep.coverage, 4),

@@ -51,3 +51,16 @@ def test_an_added_mineral_is_named_from_one_reference(quartz_and_calcite) -> Non
     assert a.top[0][0] == "Newcalcite" and a.match is not None and a.match.rruff_id == "NEW1"
     q = quartz_and_calcite["Quartz"][0]
     assert an.analyze_corrected(q.shift_cm1, q.intensity).top[0][0] == "Quartz"  # others unchanged
+
+
+def test_a_mixed_spot_carries_a_mixture(quartz_and_calcite) -> None:  # type: ignore[no-untyped-def]
+    bundle = load_bundle()
+    q, c = quartz_and_calcite["Quartz"], quartz_and_calcite["Calcite"]
+    refs = np.stack([_prep(bundle, q[0]), _prep(bundle, c[0])])
+    lib = build_library(("Quartz", "Calcite"), np.array([0, 1]), ["RQ", "RC"], np.zeros(2), refs)
+    an = Analyzer(bundle, library=lib)
+    x = 0.5 * _prep(bundle, q[-1]) + 0.5 * _prep(bundle, c[-1])
+    a = an.analyze_corrected(bundle.grid_cm1, x / x.max())
+    assert a.mixture is not None and {m for m, _f in a.mixture} == {"Quartz", "Calcite"}
+    pure = an.analyze_corrected(q[-1].shift_cm1, q[-1].intensity)
+    assert pure.mixture is None
