@@ -171,7 +171,8 @@ def main() -> None:
             "",
             f"min8 grouped by specimen: {ds.y.size} spectra, {ds.n_classes} classes; library = {len(lib)} training "
             f"spectra, probes = synthetic mixtures (f 0.3-0.7, noise 0.01) of {test.size} held-out-specimen spectra",
-            f"Criterion chosen on training spectra only: min_gain {params.min_gain}, min_fraction {params.min_fraction}.",
+            f"Criterion chosen on training spectra only: min_gain {params.min_gain}, "
+            f"min_fraction {params.min_fraction}.",
             "",
             md_table(
                 ["measure", "value", "95 % CI", "goal"],

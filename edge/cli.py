@@ -126,12 +126,14 @@ def classify(
         None, "--corrected/--raw", help="Treat every file as baseline-corrected / raw (default: per file)."
     ),
     config: Path | None = ConfigOpt,
+    library: Path | None = typer.Option(None, "--library", help="Added references (edge library add)."),
 ) -> None:
     """Classify spectrum files offline (no spectrometer, no broker)."""
     cfg = _load(config, model_dir=model)
     _setup_logging(cfg)
     offline_classify = _entry("edge.offline", "classify")
-    _exit_with(_guard(lambda: offline_classify(cfg, files, as_json=as_json, corrected=corrected)))
+    run = lambda: offline_classify(cfg, files, as_json=as_json, corrected=corrected, library=library)  # noqa: E731
+    _exit_with(_guard(run))
 
 
 @app.command()
@@ -199,6 +201,10 @@ def watch(
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
 
+
+from edge.library_cli import library_app  # noqa: E402  (issue 12: edge library add|list|remove)
+
+app.add_typer(library_app, name="library")
 
 if __name__ == "__main__":  # python -m edge.cli
     app()

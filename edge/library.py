@@ -241,7 +241,7 @@ def build_library(
 
 
 # -- files ---------------------------------------------------------------------------------
-def save_library(lib: ReferenceLibrary, directory: str | Path) -> dict[str, str]:
+def save_library(lib: ReferenceLibrary, directory: str | Path, *, model_sha256: str | None = None) -> dict[str, str]:
     """Write library.npz + library.json into `directory`; returns {file name: SHA-256}."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
@@ -259,13 +259,16 @@ def save_library(lib: ReferenceLibrary, directory: str | Path) -> dict[str, str]
         "minerals": list(lib.minerals),
         "rruff_ids": list(lib.rruff_ids),
         "npz_sha256": hashlib.sha256(data).hexdigest(),
+        "model_sha256": model_sha256,  # the bundle whose preprocessing/embedding made it (added libraries)
     }
     text = json.dumps(meta, indent=1).encode()
     (d / JSON_NAME).write_bytes(text)
     return {NPZ_NAME: meta["npz_sha256"], JSON_NAME: hashlib.sha256(text).hexdigest()}
 
 
-def load_library(directory: str | Path, *, grid_n: int | None = None) -> ReferenceLibrary:
+def load_library(
+    directory: str | Path, *, grid_n: int | None = None, model_sha256: str | None = None
+) -> ReferenceLibrary:
     """Read and check a library directory; LibraryError (with the reason) if it is not sound."""
     d = Path(directory)
     jp, npath = d / JSON_NAME, d / NPZ_NAME
@@ -282,6 +285,11 @@ def load_library(directory: str | Path, *, grid_n: int | None = None) -> Referen
         raise LibraryError(f"{npath}: SHA-256 does not match {JSON_NAME}; the library is damaged")
     if grid_n is not None and meta.get("grid_n") != grid_n:
         raise LibraryError(f"{d}: library grid has {meta.get('grid_n')} points, the model {grid_n}; foreign library")
+    if model_sha256 is not None and meta.get("model_sha256") not in (None, model_sha256):
+        raise LibraryError(
+            f"{d}: made with model {str(meta.get('model_sha256'))[:12]}..., not this bundle's "
+            f"{model_sha256[:12]}...; foreign library (re-add its references with this model)"
+        )
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}

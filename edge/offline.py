@@ -40,6 +40,7 @@ def classify(
     *,
     as_json: bool,
     corrected: bool | None = None,
+    library: str | Path | None = None,
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:
@@ -51,7 +52,12 @@ def classify(
     out = out or sys.stdout
     err = err or sys.stderr
     bundle = load_bundle(cfg.model_dir)
-    analyzer = Analyzer(bundle, limits=cfg.quality_limits)
+    added = None
+    if library is not None:
+        from edge.library_cli import open_added, resolve_dir
+
+        added = open_added(bundle, resolve_dir(bundle, Path(library)))
+    analyzer = Analyzer(bundle, limits=cfg.quality_limits, library=added)
     counts = {"ok": 0, "rejected": 0, "error": 0}
     for f in files:
         record = classify_file(analyzer, f, corrected=corrected)
