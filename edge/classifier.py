@@ -99,7 +99,7 @@ class Classifier:
         x = np.asarray(values, dtype=np.float32).reshape(1, -1, 1)
         if x.shape[1] != self.bundle.spec.grid_n:
             raise SpectrumError(f"model input must have {self.bundle.spec.grid_n} points, got {x.shape[1]}")
-        if self._in_dtype in (np.int8, np.uint8):
+        if self._in_dtype in (np.int8, np.uint8, np.int16):
             scale, zero = self._in_q
             info = np.iinfo(self._in_dtype)
             x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(self._in_dtype)
@@ -109,6 +109,8 @@ class Classifier:
         emb = None
         if self._emb is not None:
             emb = _dequantise(self._interp.get_tensor(self._emb["index"])[0], self._emb["dtype"], self._emb["quantization"])
+            # L2-normalised on the host: only its direction is meant for matching.
+            emb = (emb / max(float(np.linalg.norm(emb)), 1e-12)).astype(np.float32)
         return out, emb
 
     def logits(self, values: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -135,7 +137,7 @@ class Classifier:
 
 
 def _dequantise(y: NDArray[Any], dtype: Any, quant: tuple[float, int]) -> NDArray[np.float32]:
-    if dtype in (np.int8, np.uint8):
+    if dtype in (np.int8, np.uint8, np.int16):
         scale, zero = quant
         return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
     return y.astype(np.float32)

@@ -9,7 +9,7 @@ Architecture (the paper gives the layer order, not the widths; ours are chosen f
           concatenate -> (1360, 32)
     MaxPool1D(16, non-overlapping)  -> (85, 32)                     "pool"
     Flatten -> Dense(96, linear) -> Dropout -> Dense(n, linear)     "bottleneck", "logits"
-    (inference twin only) L2-normalised bottleneck                  "embedding"
+    (inference twin only) second output: the bottleneck vector (embedding, normalised on the host)
 
 The model outputs logits, never softmax: an int8 softmax has a fixed 1/256 step, so with
 1,203 classes the top of the distribution ties and top-1 flips (tensorflow#31229). The edge
@@ -105,10 +105,10 @@ def make_fmcnn(
         z = layers.Dropout(a.dropout, name="dropout")(z)
     out = layers.Dense(n_classes, kernel_regularizer=reg, name="logits")(z)
     if inference:
-        # The embedding for nearest-reference matching: the bottleneck direction (its length
-        # only scales the logits), so L2-normalised. A second int8 output of the same model.
-        emb = layers.UnitNormalization(name="embedding")(z)
-        return keras.Model(inp, [out, emb], name="fmcnn")
+        # The embedding for nearest-reference matching: the bottleneck vector, a second output
+        # of the same model. The edge L2-normalises it on the host (a TFLite L2 norm is
+        # SQUARE/SUM/RSQRT ops that 16x8 quantisation does not support).
+        return keras.Model(inp, [out, z], name="fmcnn")
     return keras.Model(inp, out, name="fmcnn")
 
 

@@ -120,7 +120,7 @@ def test_export_bundle_parity_and_edge_load(tiny_model: tuple[Any, Any], tmp_pat
         model, ds, ds, out, name="tiny", training_info={"n": len(ds.y)}, calibration_candidates=ONE
     )
     assert manifest["parity"]["top1_agreement"] >= 0.99
-    assert manifest["input"]["dtype"] == "int8" and manifest["output"]["dtype"] == "int8"
+    assert manifest["input"]["dtype"] == "int16" and manifest["output"]["dtype"] == "int16"  # 16x8 export
     b = load_bundle(out)
     assert b.labels == ds.labels and b.sha256 == manifest["files"]["model.tflite"]
     clf = Classifier(b)
