@@ -19,8 +19,8 @@ from edge.classifier import Classifier, softmax
 from trainer.dataset import Dataset
 from trainer.deconv_ref import extract_weights
 from trainer.errors import ExportError
-from trainer.temperature import fit_temperature, nll, reliability, reliability_png
 from trainer.hybrid import write_hybrid
+from trainer.temperature import fit_temperature, nll, reliability, reliability_png
 
 PARITY_MIN = 0.99
 UNKNOWN_KEEP = 0.95
@@ -303,7 +303,7 @@ def export_bundle(
         (tmp / "parity.json").write_text(json.dumps(parity, indent=1) + "\n")
         if model_card is not None:
             (tmp / "MODEL_CARD.md").write_text(model_card)
-        manifest.update(write_hybrid(tmp, model, train, heldout))  # issue 12: library.npz/json + fusion (hashed below)
+        manifest.update(write_hybrid(tmp, model, train, heldout))  # issue 12: library + fusion
         manifest["files"] = {f.name: sha256_file(f) for f in sorted(tmp.iterdir()) if f.name != "manifest.json"}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
         if out.exists():

@@ -126,3 +126,30 @@ def corr_lag_scores(
     """`trainer cv` model: the hybrid's library search alone (shift-tolerant correlation)."""
     lib = library_from_arrays(X_train, y_train, tuple(str(i) for i in range(n_classes)), groups)
     return corr_per_class(lib, X_test, n_classes)
+
+
+def _probabilities(model: Any, X: NDArray[np.float32]) -> NDArray[np.float64]:
+    """Class probabilities of a Keras model whose first output is a softmax or logits."""
+    out = model.predict(X[..., None], verbose=0, batch_size=256)
+    y = np.asarray(out[0] if isinstance(out, list | tuple) else out, np.float64)
+    if np.allclose(y.sum(axis=1), 1.0, atol=1e-3) and (y >= 0).all():
+        return y
+    return softmax(y)
+
+
+def write_hybrid(bundle_dir: Any, model: Any, train: Any, heldout: Any) -> dict[str, Any]:
+    """`trainer export` step: the library of the training rows and the fusion fitted on the
+    held-out rows, written into the bundle directory. Returns the manifest sections."""
+    from edge.library import save_library
+    from trainer.library_build import library_from_dataset
+
+    lib = library_from_dataset(train)
+    n = train.n_classes
+    log_p = np.log(np.maximum(_probabilities(model, heldout.X), 1e-12))
+    params, info = fit_fusion(log_p, corr_per_class(lib, heldout.X, n), heldout.y)
+    save_library(lib, bundle_dir)
+    return {
+        "fusion": params.to_dict()
+        | {"fitted_on": f"{heldout.y.size} held-out spectra, library of {len(lib)} training spectra"},
+        "library": {"file": "library.npz", "n_references": len(lib), "fit": info},
+    }
