@@ -101,8 +101,8 @@ def hybrid_scores(
     labels = tuple(str(i) for i in range(n_classes))
 
     def log_p(X: NDArray[np.float32]) -> NDArray[np.float64]:
-        p = np.asarray(model.predict(X[..., None], verbose=0, batch_size=256), np.float64)
-        return np.log(np.maximum(p, 1e-12))
+        # FMCNN outputs logits since issue 11 (softmax before): _probabilities handles both.
+        return np.log(np.maximum(_probabilities(model, X), 1e-12))
 
     params = FusionParams()  # notes' naive fusion when no specimen could be held out
     if is_val.any():
