@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         Xs = Xs / np.maximum(Xs.max(axis=1, keepdims=True), 1e-6)
         row: dict[str, float] = {"shift_cm1": s}
         for name, clf in clfs.items():
-            row[name] = float(np.mean([clf.classify(x).class_index == t for x, t in zip(Xs, yh)]))
+            row[name] = float(np.mean([clf.classify(x).class_index == t for x, t in zip(Xs, yh, strict=True)]))
         row["corr"] = float((corr_scores(X[~is_val], y[~is_val], Xs, n_classes, 0).argmax(1) == yh).mean())
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -58,8 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.with_suffix(".json").write_text(json.dumps(out, indent=1) + "\n")
     names = list(clfs) + ["corr"]
-    md = [f"Top-1 accuracy vs shift error on {yh.size} held-out spectra (bench/shift_heldout.py)", "",
-          "| shift (cm-1) | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    md = [
+        f"Top-1 accuracy vs shift error on {yh.size} held-out spectra (bench/shift_heldout.py)",
+        "",
+        "| shift (cm-1) | " + " | ".join(names) + " |",
+        "|---" * (len(names) + 1) + "|",
+    ]
     md += [f"| {r['shift_cm1']} | " + " | ".join(f"{r[n]:.3f}" for n in names) + " |" for r in rows]
     a.out.with_suffix(".md").write_text("\n".join(md) + "\n")
     return 0

@@ -108,7 +108,9 @@ class Classifier:
         out = _dequantise(self._interp.get_tensor(self._out_index)[0], self._out_dtype, self._out_q)
         emb = None
         if self._emb is not None:
-            emb = _dequantise(self._interp.get_tensor(self._emb["index"])[0], self._emb["dtype"], self._emb["quantization"])
+            emb = _dequantise(
+                self._interp.get_tensor(self._emb["index"])[0], self._emb["dtype"], self._emb["quantization"]
+            )
             # L2-normalised on the host: only its direction is meant for matching.
             emb = (emb / max(float(np.linalg.norm(emb)), 1e-12)).astype(np.float32)
         return out, emb

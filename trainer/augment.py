@@ -41,7 +41,9 @@ class AugmentConfig:
     tail_cut_fraction: float = 0.5
 
 
-def shift_stretch(X: NDArray[np.float32], shift_pts: NDArray[np.float64], stretch: NDArray[np.float64]) -> NDArray[np.float32]:
+def shift_stretch(
+    X: NDArray[np.float32], shift_pts: NDArray[np.float64], stretch: NDArray[np.float64]
+) -> NDArray[np.float32]:
     """Move every band by `shift_pts` grid points (and scale the axis about its centre by
     1+stretch), by linear interpolation; points shifted in from outside the grid read 0."""
     n, length = X.shape
@@ -76,7 +78,9 @@ def tail_cut(X: NDArray[np.float32], cut_index: NDArray[np.int64]) -> NDArray[np
     return np.where(grid[None, :] >= cut_index.reshape(-1, 1), 0.0, X).astype(np.float32)
 
 
-def augment(X: NDArray[np.float32], rng: np.random.Generator, cfg: AugmentConfig = AugmentConfig()) -> NDArray[np.float32]:
+def augment(
+    X: NDArray[np.float32], rng: np.random.Generator, cfg: AugmentConfig = AugmentConfig()
+) -> NDArray[np.float32]:
     n, length = X.shape
     step = cfg.step_cm1
     moved = rng.random(n) < cfg.shift_fraction

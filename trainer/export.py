@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import shutil
@@ -128,7 +129,9 @@ def convert_int8(
     # logits an int8 output step is ~0.23 logit and int8 activations flipped 5 % of top-1
     # decisions of the logits model (parity 0.947); int16 activations keep the same file size.
     if activations == "int16":
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+        ]
         converter.inference_input_type = tf.int16
         converter.inference_output_type = tf.int16
     else:
@@ -228,7 +231,8 @@ def export_bundle(
             raise ExportError(
                 f"int8 model agrees with the float model on only {parity['top1_agreement']:.1%} of "
                 f"{heldout.y.size} held-out spectra (need {parity_min:.0%}); int8 calibration "
-                "collapsed (see tensorflow issue 60903); try a larger representative set"
+                "collapsed (see tensorflow issue 60903) or the float model has many near-ties at the top "
+                "(parity.json per class); try a larger representative set"
             )
         # Temperature: fitted on the held-out spectra through the int8 model, as the edge runs it.
         temperature = fit_temperature(int8_logits, heldout.y) if heldout.y.size else 1.0
@@ -245,11 +249,12 @@ def export_bundle(
             "mean_top1_probability": after.get("mean_confidence"),
             "accuracy": after.get("accuracy"),
         }
+        # matplotlib is optional; the numbers are in the manifest either way.
         if len(Xh):
-            try:
-                reliability_png(before, after, tmp / "reliability.png", f"{name}: {heldout.y.size} held-out, T={temperature:.2f}")
-            except ImportError:  # matplotlib is optional; the numbers are in the manifest either way
-                pass
+            with contextlib.suppress(ImportError):
+                reliability_png(
+                    before, after, tmp / "reliability.png", f"{name}: {heldout.y.size} held-out, T={temperature:.2f}"
+                )
         # Unknown threshold: the max-probability that keeps UNKNOWN_KEEP of known held-out spectra.
         maxp = int8_p.max(axis=1) if len(Xh) else np.array([0.0])
         threshold = float(np.quantile(maxp, 1 - UNKNOWN_KEEP))
@@ -278,10 +283,14 @@ def export_bundle(
                 "outputs": {
                     "logits": {"width": len(labels)},
                     "embedding": (
-                        {"width": int(emb["shape"][-1]), "scale": float(emb["quantization"][0]),
-                         "zero_point": int(emb["quantization"][1]),
-                         "meaning": "penultimate (bottleneck) vector; the edge L2-normalises it"}
-                        if emb is not None else None
+                        {
+                            "width": int(emb["shape"][-1]),
+                            "scale": float(emb["quantization"][0]),
+                            "zero_point": int(emb["quantization"][1]),
+                            "meaning": "penultimate (bottleneck) vector; the edge L2-normalises it",
+                        }
+                        if emb is not None
+                        else None
                     ),
                 },
                 "temperature": temperature_info,

@@ -49,10 +49,21 @@ def reliability(probs: NDArray[np.floating], y: NDArray[np.int64], n_bins: int =
         m = (conf > edges[i]) & (conf <= edges[i + 1]) if i else (conf >= 0) & (conf <= edges[1])
         if m.any():
             ece += m.mean() * abs(float(correct[m].mean()) - float(conf[m].mean()))
-            bins.append({"lo": float(edges[i]), "hi": float(edges[i + 1]), "n": int(m.sum()),
-                         "accuracy": float(correct[m].mean()), "confidence": float(conf[m].mean())})
-    return {"ece": float(ece), "mean_confidence": float(conf.mean()) if conf.size else float("nan"),
-            "accuracy": float(correct.mean()) if y.size else float("nan"), "bins": bins}
+            bins.append(
+                {
+                    "lo": float(edges[i]),
+                    "hi": float(edges[i + 1]),
+                    "n": int(m.sum()),
+                    "accuracy": float(correct[m].mean()),
+                    "confidence": float(conf[m].mean()),
+                }
+            )
+    return {
+        "ece": float(ece),
+        "mean_confidence": float(conf.mean()) if conf.size else float("nan"),
+        "accuracy": float(correct.mean()) if y.size else float("nan"),
+        "bins": bins,
+    }
 
 
 def reliability_png(before: dict[str, object], after: dict[str, object], path: Path, title: str) -> None:
@@ -65,8 +76,12 @@ def reliability_png(before: dict[str, object], after: dict[str, object], path: P
     ax.plot([0, 1], [0, 1], "k:", lw=1, label="perfect")
     for rep, lab in ((before, "T = 1"), (after, "fitted T")):
         b = rep["bins"]  # type: ignore[index]
-        ax.plot([x["confidence"] for x in b], [x["accuracy"] for x in b], "o-",  # type: ignore[index]
-                label=f"{lab} (ECE {rep['ece']:.3f})")  # type: ignore[index]
+        ax.plot(
+            [x["confidence"] for x in b],
+            [x["accuracy"] for x in b],
+            "o-",  # type: ignore[index]
+            label=f"{lab} (ECE {rep['ece']:.3f})",
+        )  # type: ignore[index]
     ax.set_xlabel("top-1 probability")
     ax.set_ylabel("accuracy")
     ax.set_title(title, fontsize=9)

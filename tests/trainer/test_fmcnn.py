@@ -213,8 +213,16 @@ def test_exported_bundle_has_logits_embedding_and_host_softmax(tiny_model: tuple
 
     model, ds = tiny_model
     idx = np.arange(len(ds.y))
-    export_bundle(model, ds.subset(idx[::2]), ds.subset(idx[1::2]), tmp_path / "b", name="t", training_info={},
-                  parity_min=0.0, calibration_candidates=((200, 0, False),))
+    export_bundle(
+        model,
+        ds.subset(idx[::2]),
+        ds.subset(idx[1::2]),
+        tmp_path / "b",
+        name="t",
+        training_info={},
+        parity_min=0.0,
+        calibration_candidates=((200, 0, False),),
+    )
     b = load_bundle(tmp_path / "b")
     t = b.manifest["temperature"]["value"]
     assert 0.05 <= t <= 20 and b.manifest["outputs"]["embedding"]["width"] == 96
