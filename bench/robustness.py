@@ -76,7 +76,7 @@ from edge.errors import SpectrumError  # noqa: E402
 from edge.pipeline import Analyzer, QualityLimits  # noqa: E402
 from edge.preprocess import preprocess  # noqa: E402
 from firmware_bridge.physics import InstrumentModel, simulate_counts  # noqa: E402
-from firmware_bridge.samples import reference_sample  # noqa: E402
+from raman_core.bands import reference_sample  # noqa: E402
 from trainer.models import best_per_class  # noqa: E402
 from trainer.rruff import DEFAULT_RRUFF_PATH, load_rruff, select  # noqa: E402
 

@@ -24,12 +24,13 @@ from numpy.typing import NDArray
 
 from edge.errors import BundleError
 from edge.preprocess import PreprocessSpec
+from models import default_bundle_path
 
 BUNDLE_FORMAT = "raman-edge-bundle/1"
 REQUIRED_FILES = ("model.tflite", "labels.json", "preprocess.json", "deconv.npz")
 
-#: Where the shipped default bundle lives in a checkout / sdist.
-DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "models" / "fmcnn-rruff"
+#: The shipped default bundle: package data of `models`, found wherever it is installed.
+DEFAULT_BUNDLE = default_bundle_path()
 
 
 def sha256_file(path: Path) -> str:
@@ -73,7 +74,11 @@ def load_bundle(path: str | Path | None = None, *, verify: bool = True) -> Bundl
     """Open and check a bundle; `verify` checks SHA-256 of every file listed."""
     root = Path(path) if path is not None else DEFAULT_BUNDLE
     if not root.is_dir():
-        hint = " (the default bundle ships in models/fmcnn-rruff; pass --model DIR)" if path is None else ""
+        hint = (
+            " (the default ships with the package as models/fmcnn-rruff; reinstall raman-edge or pass --model DIR)"
+            if path is None
+            else ""
+        )
         raise BundleError(f"model bundle {root} not found{hint}")
     manifest_path = root / "manifest.json"
     if not manifest_path.is_file():

@@ -82,7 +82,7 @@ def calibrate(
 def _start_emulator(reference: str, shift_error_cm1: float, stack: ExitStack) -> str:
     from firmware_bridge.emulator import Emulator, EmulatorConfig
     from firmware_bridge.physics import InstrumentModel
-    from firmware_bridge.samples import SAMPLES
+    from raman_core.bands import REFERENCE_BANDS as SAMPLES
 
     if reference not in SAMPLES:
         raise UsageError(f"the emulator has no {reference} sample; it has {', '.join(sorted(SAMPLES))}")

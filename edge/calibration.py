@@ -23,14 +23,10 @@ from numpy.typing import ArrayLike, NDArray
 
 from edge.errors import SpectrumError
 from edge.preprocess import despike, noise_sigma, remove_baseline, sort_unique
+from raman_core.bands import CALIBRATION_LINES_CM1
 
-#: Certified band positions (cm-1). Polystyrene and cyclohexane: ASTM E1840; silicon: the
-#: first-order phonon line.
-REFERENCE_LINES_CM1: dict[str, tuple[float, ...]] = {
-    "polystyrene": (620.9, 1001.4, 1031.8, 1155.3, 1602.3),
-    "cyclohexane": (801.3, 1028.3, 1266.4, 1444.4),
-    "silicon": (520.7,),
-}
+#: Certified band positions (cm-1); the table lives with the other band tables.
+REFERENCE_LINES_CM1 = CALIBRATION_LINES_CM1
 
 
 @dataclass(frozen=True)

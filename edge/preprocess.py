@@ -28,6 +28,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from edge.errors import SpectrumError
+from raman_core import units
 
 PREPROCESS_VERSION = "1"
 
@@ -120,13 +121,10 @@ def pixel_to_wavelength(pixels: ArrayLike, coeffs_nm: ArrayLike) -> FloatArray:
 
 def to_raman_shift(wavelength_nm: ArrayLike, laser_nm: float) -> FloatArray:
     """Stokes Raman shift in cm-1 of scattered light at `wavelength_nm` for a laser line."""
-    wl = _as_1d("wavelength_nm", wavelength_nm)
-    _check_finite("wavelength_nm", wl)
-    if not np.isfinite(laser_nm) or laser_nm <= 0:
-        raise SpectrumError(f"laser wavelength must be a positive number of nm, got {laser_nm}")
-    if (wl <= 0).any():
-        raise SpectrumError("wavelengths must be positive (check the calibration polynomial)")
-    return 1e7 / float(laser_nm) - 1e7 / wl
+    try:
+        return units.to_raman_shift(wavelength_nm, laser_nm)
+    except units.UnitError as err:
+        raise SpectrumError(str(err)) from None
 
 
 def pixel_shifts(calibration_nm: ArrayLike, laser_nm: float, n_pixels: int) -> FloatArray:
@@ -134,10 +132,7 @@ def pixel_shifts(calibration_nm: ArrayLike, laser_nm: float, n_pixels: int) -> F
     return to_raman_shift(pixel_to_wavelength(np.arange(n_pixels), calibration_nm), laser_nm)
 
 
-def raman_shift_to_wavelength(shift_cm1: ArrayLike, laser_nm: float) -> FloatArray:
-    """Inverse of `to_raman_shift` (used by the emulator's forward model)."""
-    s = _as_1d("shift_cm1", shift_cm1)
-    return 1e7 / (1e7 / float(laser_nm) - s)
+raman_shift_to_wavelength = units.raman_shift_to_wavelength
 
 
 def sort_unique(x: ArrayLike, y: ArrayLike) -> tuple[FloatArray, FloatArray]:

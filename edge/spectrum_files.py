@@ -2,7 +2,7 @@
 
 Formats, detected from the content (not the file name):
 
-- **RRUFF** (any line starting with `##`): parsed by `trainer.rruff.parse_rruff_text`, the
+- **RRUFF** (any line starting with `##`): parsed by `raman_core.rruff_format.parse_rruff_text`, the
   same parser the trainer uses, so a library file gives the model exactly what it saw in
   training. RRUFF "Processed" files are baseline-corrected; RAW files are not.
 - **Delimited text**: `shift_cm1, intensity` per line, separated by commas, semicolons, tabs
@@ -32,7 +32,7 @@ from numpy.typing import NDArray
 
 from edge.errors import FileFormatError
 from edge.preprocess import MIN_POINTS
-from trainer.rruff import RruffParseError, parse_rruff_text
+from raman_core.rruff_format import RruffParseError, parse_rruff_text
 
 FORMATS = ("rruff", "delimited")
 

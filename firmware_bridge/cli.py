@@ -64,7 +64,9 @@ def probe(
 @app.command()
 def simulate(
     link: Annotated[str | None, typer.Option(help="Stable symlink to the pty, e.g. /tmp/ttyRAMAN0.")] = None,
-    spectra: Annotated[Path | None, typer.Option(help="RRUFF folder or zip (default: shared copy).")] = None,
+    spectra: Annotated[
+        Path | None, typer.Option(help="RRUFF folder or zip (default: built-in sample tray).")
+    ] = None,
     laser_nm: Annotated[float, typer.Option("--laser-nm")] = 785.0,
     pixels: Annotated[int, typer.Option()] = 1024,
     rate: Annotated[float, typer.Option(help="Stale-stream / line-mode rate, Hz.")] = 5.0,
@@ -93,7 +95,6 @@ def simulate(
     from firmware_bridge.emulator import Emulator, EmulatorConfig, Faults
     from firmware_bridge.library import DEFAULT_MINERALS
     from firmware_bridge.physics import InstrumentModel
-    from trainer.rruff import DEFAULT_RRUFF_PATH
 
     if minerals is None:
         chosen: tuple[str, ...] | None = DEFAULT_MINERALS
@@ -105,7 +106,7 @@ def simulate(
         if not 0.0 <= rate_value <= 1.0:
             raise _fail(f"--{name}-rate must be between 0 and 1")
     config = EmulatorConfig(
-        spectra_path=spectra or DEFAULT_RRUFF_PATH,
+        spectra_path=spectra,
         minerals=chosen,
         sample=sample,
         laser_nm=laser_nm,

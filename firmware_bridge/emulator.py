@@ -38,8 +38,9 @@ from firmware_bridge.codec import Codec, FrameError
 from firmware_bridge.errors import UsageError
 from firmware_bridge.library import DEFAULT_MINERALS, load_library
 from firmware_bridge.physics import InstrumentModel, fluorescence_background, simulate_counts
-from firmware_bridge.samples import reference_sample
-from trainer.rruff import DEFAULT_RRUFF_PATH, RamanSpectrum
+from raman_core.bands import reference_sample
+from raman_core.rruff_format import RamanSpectrum
+from raman_core.units import FULL_SCALE
 
 #: Bytes the device may hold for transmission; beyond this new spectra are dropped (a real
 #: device's USB buffer is small too), which keeps a host-less emulator from growing.
@@ -62,9 +63,9 @@ class Faults:
 
 @dataclass(frozen=True)
 class EmulatorConfig:
-    spectra_path: str | os.PathLike[str] = DEFAULT_RRUFF_PATH
+    spectra_path: str | os.PathLike[str] | None = None  # None: the built-in sample tray
     minerals: tuple[str, ...] | None = DEFAULT_MINERALS  # None: every mineral in the data
-    sample: str | None = None  # a reference sample (firmware_bridge.samples) instead of minerals
+    sample: str | None = None  # a reference sample (raman_core.bands) instead of minerals
     laser_nm: float = 785.0
     pixels: int = 1024
     rate_hz: float = 5.0  # stale-stream and line-mode stream rate
@@ -465,7 +466,7 @@ class Emulator:
             flags |= m.SpectrumFlag.LASER_ON
         if streamed:
             flags |= m.SpectrumFlag.STREAMED
-        if counts.max() >= 65535:
+        if counts.max() >= FULL_SCALE:
             flags |= m.SpectrumFlag.SATURATED
         seq = self.stats.spectra_sent
         frame = m.SpectrumFrame(

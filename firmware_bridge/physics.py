@@ -26,9 +26,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from edge.preprocess import raman_shift_to_wavelength, to_raman_shift
-
-FULL_SCALE = 65535
+from raman_core.units import FULL_SCALE, raman_shift_to_wavelength, to_raman_shift
 
 FloatArray = NDArray[np.float64]
 

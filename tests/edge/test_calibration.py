@@ -19,7 +19,7 @@ from edge.pipeline import Analyzer
 from firmware_bridge.client import Spectrometer
 from firmware_bridge.emulator import Emulator, EmulatorConfig
 from firmware_bridge.physics import InstrumentModel
-from firmware_bridge.samples import reference_sample
+from raman_core.bands import reference_sample
 
 X = np.linspace(100.0, 1900.0, 1024)  # ~1.8 cm-1 per pixel, like the emulator
 
