@@ -15,7 +15,8 @@ from typing import Any, NoReturn, TypeVar
 import typer
 
 from edge.config import EdgeConfig, load_config
-from edge.errors import EdgeError, UsageError
+from edge.errors import UsageError
+from raman_core.errors import RamanError
 
 app = typer.Typer(
     name="edge",
@@ -35,15 +36,15 @@ PrefixOpt = typer.Option(None, "--prefix", help="Topic prefix (default 'raman').
 ModelOpt = typer.Option(None, "--model", help="Model bundle directory (default: shipped).")
 
 
-def _fail(err: EdgeError) -> NoReturn:
+def _fail(err: RamanError) -> NoReturn:
     typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(EXIT_USAGE if isinstance(err, UsageError) else EXIT_FAULT)
+    raise typer.Exit(EXIT_USAGE if type(err).__name__ == "UsageError" else EXIT_FAULT)
 
 
 def _guard(fn: Callable[[], T]) -> T:
     try:
         return fn()
-    except EdgeError as err:
+    except RamanError as err:  # every package's family: bridge, data files, bundle, config
         _fail(err)
 
 
@@ -206,5 +207,12 @@ from edge.library_cli import library_app  # noqa: E402  (issue 12: edge library 
 
 app.add_typer(library_app, name="library")
 
+def main() -> None:
+    """Console entry point: every expected error of any package is one line and a non-zero exit."""
+    from raman_core.cli_errors import run_cli
+
+    run_cli(app, "edge")
+
+
 if __name__ == "__main__":  # python -m edge.cli
-    app()
+    main()

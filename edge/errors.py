@@ -6,25 +6,19 @@
 
 from __future__ import annotations
 
+from raman_core import errors as core
 
-class EdgeError(Exception):
+
+class EdgeError(core.RamanError):
     """Root of every error the edge package raises on purpose."""
 
 
-class InputError(EdgeError, ValueError):
+class InputError(EdgeError, core.DataError):
     """The data handed to us is unusable; the message says what and why."""
 
 
-class FileFormatError(InputError):
+class FileFormatError(InputError, core.FileFormatError):
     """A data file could not be read: carries the file, a 1-based line (or None) and a reason key."""
-
-    def __init__(self, file: str, line: int | None, reason: str, detail: str) -> None:
-        where = f"{file}:{line}" if line else file
-        super().__init__(f"{where}: {detail}")
-        self.file = file
-        self.line = line
-        self.reason = reason
-        self.detail = detail
 
 
 class SpectrumError(InputError):

@@ -164,5 +164,8 @@ def simulate(
     sys.exit(0)
 
 
-def main() -> None:  # pragma: no cover - `python -m firmware_bridge`
-    app()
+def main() -> None:
+    """Console entry point: every expected error is one line and a non-zero exit."""
+    from raman_core.cli_errors import run_cli
+
+    run_cli(app, "firmware_bridge")

@@ -6,8 +6,10 @@
 
 from __future__ import annotations
 
+from raman_core.errors import RamanError
 
-class BridgeError(Exception):
+
+class BridgeError(RamanError):
     """Root of every error firmware_bridge raises on purpose."""
 
 

@@ -7,7 +7,6 @@ family become one line on stderr and exit code 1.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -17,6 +16,7 @@ from typing import Any, TypeVar
 import typer
 
 from edge.errors import EdgeError
+from raman_core.errors import RamanError
 
 app = typer.Typer(
     add_completion=False,
@@ -41,7 +41,7 @@ def _fail(msg: str, code: int = 1) -> None:
 def _guard(fn: Callable[[], T]) -> T:
     try:
         return fn()
-    except EdgeError as err:
+    except RamanError as err:  # every package's family, not only edge's
         _fail(str(err))
     except KeyboardInterrupt:
         _fail("interrupted", 130)
@@ -357,9 +357,12 @@ def report(
     _guard(run)
 
 
-def main() -> None:  # pragma: no cover
-    sys.exit(app())
+def main() -> None:
+    """Console entry point: every expected error of any package is one line and a non-zero exit."""
+    from raman_core.cli_errors import run_cli
+
+    run_cli(app, "trainer")
 
 
 if __name__ == "__main__":  # python -m trainer.cli
-    app()
+    main()
