@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from edge.deconv import WEIGHT_KEYS, DeconvWeights
 from edge.errors import BundleError
 from edge.preprocess import PreprocessSpec
 from models import default_bundle_path
@@ -133,3 +134,26 @@ def load_bundle(path: str | Path | None = None, *, verify: bool = True) -> Bundl
         unknown_threshold=float(manifest.get("unknown", {}).get("threshold", 0.0)),
         manifest=manifest,
     )
+
+
+def load_deconv_weights(path: str | Path) -> DeconvWeights:
+    """Read a bundle's deconv.npz (edge.deconv stays pure: the file lives with the bundle)."""
+    try:
+        with np.load(path) as z:
+            missing = [k for k in WEIGHT_KEYS if k not in z.files]
+            if missing:
+                raise BundleError(f"{path}: deconv weights lack {missing}")
+            d = {k: z[k] for k in WEIGHT_KEYS}
+    except (OSError, ValueError) as err:
+        raise BundleError(f"{path}: cannot read deconv weights ({err})") from err
+    scalars = {"bn_eps": float(d["bn_eps"]), "pool": int(d["pool"]), "alpha": float(d["alpha"])}
+    arrays = {k: np.asarray(v, np.float32) for k, v in d.items() if k not in scalars}
+    return DeconvWeights(**arrays, **scalars)  # type: ignore[arg-type]
+
+
+def save_deconv_weights(weights: DeconvWeights, path: str | Path) -> None:
+    arrays = {k: getattr(weights, k) for k in WEIGHT_KEYS}
+    # The two dense matrices dominate the size; float16 keeps attribution intact.
+    arrays["w_bottleneck"] = weights.w_bottleneck.astype(np.float16)
+    arrays["w_logits"] = weights.w_logits.astype(np.float16)
+    np.savez_compressed(path, **arrays)

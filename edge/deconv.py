@@ -23,12 +23,9 @@ instead; the two must agree (tests: correlation >= 0.999).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
-
-from edge.errors import BundleError
 
 F32 = NDArray[np.float32]
 
@@ -72,27 +69,6 @@ class DeconvWeights:
     alpha: float
     w_bottleneck: F32  # (L/pool * 2E, B)
     w_logits: F32  # (B, n_classes)
-
-    @classmethod
-    def load(cls, path: str | Path) -> DeconvWeights:
-        try:
-            with np.load(path) as z:
-                missing = [k for k in WEIGHT_KEYS if k not in z.files]
-                if missing:
-                    raise BundleError(f"{path}: deconv weights lack {missing}")
-                d = {k: z[k] for k in WEIGHT_KEYS}
-        except (OSError, ValueError) as err:
-            raise BundleError(f"{path}: cannot read deconv weights ({err})") from err
-        scalars = {"bn_eps": float(d["bn_eps"]), "pool": int(d["pool"]), "alpha": float(d["alpha"])}
-        arrays = {k: np.asarray(v, np.float32) for k, v in d.items() if k not in scalars}
-        return cls(**arrays, **scalars)  # type: ignore[arg-type]
-
-    def save(self, path: str | Path) -> None:
-        arrays = {k: getattr(self, k) for k in WEIGHT_KEYS}
-        # The two dense matrices dominate the size; float16 keeps attribution intact.
-        arrays["w_bottleneck"] = self.w_bottleneck.astype(np.float16)
-        arrays["w_logits"] = self.w_logits.astype(np.float16)
-        np.savez_compressed(path, **arrays)
 
 
 def lrelu(x: F32, alpha: float) -> F32:

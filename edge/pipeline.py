@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from edge.bundle import Bundle
+from edge.bundle import Bundle, load_deconv_weights
 from edge.classifier import Classifier, Prediction
 from edge.deconv import DeconvWeights, Peak, attribution, top_peaks
 from edge.errors import SpectrumError
@@ -97,7 +97,7 @@ class Analyzer:
     ) -> None:
         self.bundle = bundle
         self.classifier = classifier or Classifier(bundle)
-        self.weights = weights or DeconvWeights.load(bundle.deconv_path)
+        self.weights = weights or load_deconv_weights(bundle.deconv_path)
         self.limits = limits or QualityLimits()
         self.shift_offset_cm1 = float(shift_offset_cm1)
         self.top_k = top_k

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from edge.bundle import BUNDLE_FORMAT, REQUIRED_FILES, load_bundle, sha256_file
+from edge.bundle import BUNDLE_FORMAT, REQUIRED_FILES, load_bundle, save_deconv_weights, sha256_file
 from edge.classifier import Classifier, softmax
 from trainer.dataset import Dataset
 from trainer.deconv_ref import extract_weights
@@ -208,7 +208,7 @@ def export_bundle(
         (tmp / "preprocess.json").write_text(
             json.dumps({"spec": train.spec.to_dict(), "grid_cm1": train.spec.grid_cm1().tolist()}) + "\n"
         )
-        extract_weights(model).save(tmp / "deconv.npz")
+        save_deconv_weights(extract_weights(model), tmp / "deconv.npz")
         # Provisional manifest so the edge loader can run the int8 model for parity.
         manifest: dict[str, Any] = {
             "format": BUNDLE_FORMAT,

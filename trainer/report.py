@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from edge.bundle import load_bundle
+from edge.bundle import load_bundle, load_deconv_weights
 from edge.classifier import Classifier
-from edge.deconv import DeconvWeights, attribution, top_peaks
+from edge.deconv import attribution, top_peaks
 from edge.preprocess import preprocess
 from trainer.cv import PAPER_FIGURES
 from trainer.rruff import iter_files, parse_filename, parse_rruff_text
@@ -61,7 +61,7 @@ def attribution_figures(bundle_dir: Path, data: Path, out_dir: Path) -> list[Pat
     plt = _plt()
     bundle = load_bundle(bundle_dir)
     clf = Classifier(bundle)
-    weights = DeconvWeights.load(bundle.deconv_path)
+    weights = load_deconv_weights(bundle.deconv_path)
     written = []
     wanted = set(FIGURE_MINERALS) & set(bundle.labels)
     seen: set[str] = set()

@@ -11,9 +11,9 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
-from edge.bundle import load_bundle  # noqa: E402
+from edge.bundle import load_bundle, load_deconv_weights, save_deconv_weights  # noqa: E402
 from edge.classifier import Classifier  # noqa: E402
-from edge.deconv import DeconvWeights, attribution, top_peaks  # noqa: E402
+from edge.deconv import attribution, top_peaks  # noqa: E402
 from trainer.deconv_ref import extract_weights, reference_attribution  # noqa: E402
 from trainer.fmcnn import ArchConfig, augment, make_fmcnn  # noqa: E402
 
@@ -76,8 +76,8 @@ def test_tiny_model_learns(tiny_model: tuple[Any, Any]) -> None:
 def test_numpy_deconv_matches_tensorflow_reference(tiny_model: tuple[Any, Any], tmp_path: Path) -> None:
     model, ds = tiny_model
     w = extract_weights(model)
-    w.save(tmp_path / "d.npz")
-    loaded = DeconvWeights.load(tmp_path / "d.npz")  # float16 dense weights, as shipped
+    save_deconv_weights(w, tmp_path / "d.npz")
+    loaded = load_deconv_weights(tmp_path / "d.npz")  # float16 dense weights, as shipped
     rng = np.random.default_rng(1)
     for i in rng.choice(len(ds.y), size=12, replace=False):
         ref = reference_attribution(model, ds.X[i], int(ds.y[i]))
