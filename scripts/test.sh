@@ -3,6 +3,7 @@
 #  1. the full environment (.venv: trainer + edge + dev): every test;
 #  2. the device environment (.venv-edge: `pip install .[edge]`, no TensorFlow): edge and
 #     firmware_bridge tests, proving neither imports TensorFlow;
+#     then the wheel smoke test: `pip install <wheel>[edge]`, run from an empty folder with no RRUFF;
 #  3. the oldest runtimes a Raspberry Pi gets: tflite-runtime 2.14 (numpy < 2) and
 #     ai-edge-litert 1.4: the shipped bundle loads and agrees with the reference outputs.
 set -euo pipefail
@@ -33,6 +34,9 @@ fi
 # this environment has no TensorFlow, so any import of it by edge/ or firmware_bridge/ fails.
 run_pytest env RAMAN_REQUIRE_NO_TF=1 .venv-edge/bin/python -m pytest -q -p no:cacheprovider \
   --rootdir . tests/edge tests/firmware_bridge
+
+echo "== 2b/3 wheel install from an empty folder, no RRUFF data (what a Pi user does)"
+bash scripts/wheel_smoke.sh
 
 echo "== 3/3 oldest device runtimes"
 if [ ! -x .venv-tflite/bin/python ]; then python3 -m venv .venv-tflite; fi

@@ -14,7 +14,6 @@ from typer.testing import CliRunner
 from edge.bundle import DEFAULT_BUNDLE
 from edge.cli import app
 from firmware_bridge.emulator import Emulator, EmulatorConfig
-from trainer.rruff import DEFAULT_RRUFF_PATH
 
 runner = CliRunner()
 
@@ -36,8 +35,7 @@ def lines_by_check(output: str) -> dict[str, str]:
 
 @pytest.fixture
 def emulator() -> Iterator[Emulator]:
-    if not Path(DEFAULT_RRUFF_PATH).exists():
-        pytest.skip(f"RRUFF data not found at {DEFAULT_RRUFF_PATH}")
+    # Quartz from the built-in sample tray: no RRUFF download needed.
     emu = Emulator(EmulatorConfig(minerals=("Quartz",), seed=1, serial_number="EMU-CHECK"))
     emu.start()
     yield emu

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from rruff_data import require_rruff
 from typer.testing import CliRunner
 
 from edge.bundle import DEFAULT_BUNDLE, load_bundle
@@ -21,7 +22,7 @@ from edge.config import EdgeConfig
 from edge.errors import BundleError
 from edge.offline import classify
 from edge.spectrum_files import SpectrumFileError, read_spectrum_file
-from trainer.rruff import DEFAULT_RRUFF_PATH, iter_files, parse_filename
+from raman_core.rruff_format import iter_files, parse_filename
 
 MINERALS = ("Quartz", "Calcite")
 PER_MINERAL = 3
@@ -38,8 +39,7 @@ def labels() -> tuple[str, ...]:
 @pytest.fixture(scope="module")
 def rruff_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Path]]:
     """A few real RRUFF Processed files per mineral, written out byte-for-byte."""
-    if not Path(DEFAULT_RRUFF_PATH).exists():
-        pytest.skip(f"RRUFF data not found at {DEFAULT_RRUFF_PATH}")
+    rruff = require_rruff()
     out = tmp_path_factory.mktemp("rruff")
     found: dict[str, list[Path]] = {m: [] for m in MINERALS}
 
@@ -47,7 +47,7 @@ def rruff_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Path
         info = parse_filename(name)
         return info is not None and info.mineral in MINERALS and info.data_type == "Processed"
 
-    for name, data in iter_files(DEFAULT_RRUFF_PATH, wanted):
+    for name, data in iter_files(rruff, wanted):
         info = parse_filename(name)
         assert info is not None
         if len(found[info.mineral]) < PER_MINERAL:

@@ -12,12 +12,12 @@ import os
 import sys
 from pathlib import Path
 
-import pytest
+from rruff_data import require_rruff
 
 from edge.bundle import load_bundle
 from edge.classifier import Classifier
 from edge.pipeline import classify_library_spectrum
-from trainer.rruff import DEFAULT_RRUFF_PATH, iter_files, parse_rruff_text
+from raman_core.rruff_format import iter_files, parse_rruff_text
 
 REFERENCE = Path(__file__).resolve().parent / "data" / "runtime_reference.json"
 
@@ -30,8 +30,7 @@ def test_reference_is_for_the_shipped_bundle() -> None:
 
 
 def test_shipped_bundle_agrees_with_reference_under_this_runtime() -> None:
-    if not Path(DEFAULT_RRUFF_PATH).exists():
-        pytest.skip("shared RRUFF data not present")
+    rruff = require_rruff()
     ref = json.loads(REFERENCE.read_text())
     bundle = load_bundle()
     clf = Classifier(bundle)
@@ -40,7 +39,7 @@ def test_shipped_bundle_agrees_with_reference_under_this_runtime() -> None:
         assert clf.runtime == forced
     wanted = {r["file"]: r for r in ref["spectra"]}
     got = {}
-    for name, raw in iter_files(DEFAULT_RRUFF_PATH, lambda n: Path(n).name in wanted):
+    for name, raw in iter_files(rruff, lambda n: Path(n).name in wanted):
         s = parse_rruff_text(raw, name)
         p = classify_library_spectrum(clf, s.shift_cm1, s.intensity).probabilities
         got[s.file] = (bundle.labels[int(p.argmax())], float(p.max()))

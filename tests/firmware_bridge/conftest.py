@@ -3,9 +3,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from rruff_data import require_rruff
 
 from firmware_bridge.library import load_library
-from trainer.rruff import DEFAULT_RRUFF_PATH, RamanSpectrum
+from raman_core.rruff_format import RamanSpectrum
 
 #: A few minerals are enough for link tests; loading them from the shared zip takes ~0.1 s.
 LINK_MINERALS = ("Quartz", "Calcite", "Rutile")
@@ -13,9 +14,7 @@ LINK_MINERALS = ("Quartz", "Calcite", "Rutile")
 
 @pytest.fixture(scope="session")
 def small_library() -> list[RamanSpectrum]:
-    if not DEFAULT_RRUFF_PATH.exists():
-        pytest.skip(f"shared RRUFF data not found at {DEFAULT_RRUFF_PATH}")
-    return load_library(DEFAULT_RRUFF_PATH, LINK_MINERALS)
+    return load_library(require_rruff(), LINK_MINERALS)
 
 
 @pytest.fixture

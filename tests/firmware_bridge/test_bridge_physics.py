@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from rruff_data import require_rruff
 
 from edge.preprocess import PreprocessSpec, pixel_to_wavelength, preprocess, to_raman_shift
 from firmware_bridge.library import DEFAULT_MINERALS, load_library
 from firmware_bridge.physics import InstrumentModel, simulate_counts
-from trainer.rruff import DEFAULT_RRUFF_PATH
 
 
 @pytest.fixture(scope="module")
 def one_per_mineral() -> list:
-    if not DEFAULT_RRUFF_PATH.exists():
-        pytest.skip("shared RRUFF data not available")
-    spectra = load_library(DEFAULT_RRUFF_PATH, DEFAULT_MINERALS)
+    spectra = load_library(require_rruff(), DEFAULT_MINERALS)
     first: dict[str, object] = {}
     for s in spectra:
         first.setdefault(s.mineral, s)

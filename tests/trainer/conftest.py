@@ -6,16 +6,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rruff_data import require_rruff as _require_rruff
 
-from trainer.rruff import DEFAULT_RRUFF_PATH, RamanSpectrum, load_rruff
+from trainer.rruff import RamanSpectrum, load_rruff
 
 TINY_MINERALS = ("Quartz", "Calcite", "Gypsum", "Forsterite", "Diopside", "Rutile", "Anhydrite", "Dolomite")
 
 
 def require_rruff() -> Path:
-    if not Path(DEFAULT_RRUFF_PATH).exists():
-        pytest.skip(f"shared RRUFF data not found at {DEFAULT_RRUFF_PATH}")
-    return Path(DEFAULT_RRUFF_PATH)
+    return _require_rruff()
 
 
 @pytest.fixture(scope="session")
