@@ -14,6 +14,7 @@ No serial ports, sockets or threads here; `transport.py` does the I/O.
 
 from __future__ import annotations
 
+import struct
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Literal
@@ -119,7 +120,12 @@ class Codec:
                 return lineproto.format_line(msg)
             except ValueError as err:
                 raise UsageError(str(err)) from None
-        op, payload = encode_payload(msg)
+        try:
+            op, payload = encode_payload(msg)
+        except (ValueError, OverflowError, TypeError, struct.error) as err:
+            # A field that does not fit its wire type (a negative count, a 70 s integration in
+            # a u16...) is the caller's mistake: say which message, in the bridge's own family.
+            raise UsageError(f"cannot encode {type(msg).__name__}: {err}") from None
         if len(payload) > wire.MAX_PAYLOAD:
             raise UsageError(f"{op.name} payload of {len(payload)} bytes exceeds MAX_PAYLOAD")
         frame = wire.pack_frame(op, self._tx_seq, payload)

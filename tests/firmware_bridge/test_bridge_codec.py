@@ -220,3 +220,17 @@ def test_huge_numbers_in_text_lines_are_counted_errors_not_crashes(line: bytes) 
     while (ev := codec.next_event()) is not None:
         events.append(ev)
     assert events  # the codec is still alive and decodes the next good line
+
+
+@pytest.mark.parametrize(
+    "msg",
+    [
+        m.SetIntegration(integration_ms=-1),
+        m.SetIntegration(integration_ms=2**40),
+        m.SetAverages(averages=70_000),
+    ],
+)
+def test_encode_of_a_value_that_does_not_fit_is_a_bridge_error(msg: m.Message) -> None:
+    # struct.error is not a BridgeError: a CLI would print a traceback for it.
+    with pytest.raises(UsageError, match=f"cannot encode {type(msg).__name__}"):
+        Codec().encode(msg)
