@@ -15,6 +15,7 @@ No serial ports, sockets or threads here; `transport.py` does the I/O.
 from __future__ import annotations
 
 import struct
+import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Literal
@@ -77,6 +78,12 @@ class Codec:
         self._mode: Mode = mode
         self._buf = bytearray()
         self._events: deque[Event] = deque()
+        # Per event: the time spent decoding its own frame/line (COBS, CRC, parse), so a
+        # latency report charges each spectrum its own cost, not the whole read's.
+        self._costs_ms: deque[float] = deque()
+        self._unit_t0 = time.perf_counter()
+        #: Decode time (ms) of the event `next_event` returned last.
+        self.last_decode_ms = 0.0
         self._skipping = False  # inside an oversize frame: drop bytes until a delimiter
         self._tx_seq = 0
         self._rx_seq: int | None = None
@@ -108,6 +115,7 @@ class Codec:
         """Forget partial input and pending events (after a reconnect); keeps the mode."""
         self._buf.clear()
         self._events.clear()
+        self._costs_ms.clear()
         self._skipping = False
         self._rx_seq = None
 
@@ -141,6 +149,7 @@ class Codec:
             pass
         limit = _BUFFER_LIMIT[self._mode]
         if len(self._buf) > limit:
+            self._unit_t0 = time.perf_counter()
             # No delimiter within the largest legal frame: whatever this is, it is not a
             # frame we could accept. Drop it and ignore bytes until the next delimiter, which
             # is where the next real frame starts.
@@ -150,13 +159,18 @@ class Codec:
 
     def next_event(self) -> Event | None:
         """The next decoded message or FrameError; None means "feed me more bytes"."""
-        return self._events.popleft() if self._events else None
+        if not self._events:
+            return None
+        self.last_decode_ms = self._costs_ms.popleft()
+        return self._events.popleft()
 
     def _push(self, event: Event) -> None:
         if len(self._events) >= MAX_PENDING_EVENTS:
             self._events.popleft()
+            self._costs_ms.popleft()
             self.stats.errors["overflow"] += 1
         self._events.append(event)
+        self._costs_ms.append((time.perf_counter() - self._unit_t0) * 1e3)
 
     def _error(self, reason: str, detail: str, discarded: int) -> None:
         self.stats.errors[reason] += 1
@@ -165,6 +179,7 @@ class Codec:
 
     def _step(self) -> bool:
         """Consume one delimited unit from the buffer; False when none is complete."""
+        self._unit_t0 = time.perf_counter()
         buf = self._buf
         zero = buf.find(wire.DELIMITER) if self._mode != "line" else -1
         newline = buf.find(b"\n") if self._mode != "binary" else -1

@@ -204,13 +204,12 @@ class Transport:
             if not data:
                 continue
             with self._lock:  # discard_input() may reset the codec from another thread
-                t0 = time.perf_counter()
                 self.codec.feed(data)
                 events = []
+                # Each event carries the cost of decoding its own frame (the codec times it),
+                # not the time since the read started.
                 while (event := self.codec.next_event()) is not None:
-                    t1 = time.perf_counter()
-                    events.append((event, (t1 - t0) * 1e3))
-                    t0 = t1
+                    events.append((event, self.codec.last_decode_ms))
             for event, decode_ms in events:
                 self._put(event, decode_ms)
 

@@ -234,3 +234,31 @@ def test_encode_of_a_value_that_does_not_fit_is_a_bridge_error(msg: m.Message) -
     # struct.error is not a BridgeError: a CLI would print a traceback for it.
     with pytest.raises(UsageError, match=f"cannot encode {type(msg).__name__}"):
         Codec().encode(msg)
+
+
+def test_each_event_is_charged_its_own_decode_time() -> None:
+    # Many frames arriving in one read: the per-event decode time must be that frame's own
+    # cost (tiny), and the sum over events must not exceed the time the whole feed took.
+    import time as _time
+
+    tx = Codec()
+    frames = b"".join(
+        tx.encode(
+            m.SpectrumFrame(
+                seq=i, timestamp_ms=i, integration_ms=10, averages=1, flags=0, counts=np.arange(1024, dtype=np.uint16)
+            )
+        )
+        for i in range(50)
+    )
+    rx = Codec()
+    t0 = _time.perf_counter()
+    rx.feed(frames)
+    feed_ms = (_time.perf_counter() - t0) * 1e3
+    costs = []
+    while rx.next_event() is not None:
+        costs.append(rx.last_decode_ms)
+    assert len(costs) == 50
+    assert all(c >= 0 for c in costs)
+    assert sum(costs) <= feed_ms * 1.01 + 0.05
+    # the old accounting charged the whole read to the first event: ~50x the others
+    assert costs[0] < 10 * (sorted(costs)[25] + 0.01)
