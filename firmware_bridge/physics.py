@@ -21,6 +21,7 @@ Steps, in the order light meets the instrument:
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -68,6 +69,10 @@ class InstrumentModel:
     cosmic_rate: float = 0.2  # mean spikes per exposure
     cosmic_counts: tuple[float, float] = (2000.0, 20000.0)  # spike height range
     gain_e_per_count: float = 1.0
+    #: Samples differ in brightness (cross-section, focus, grain size): each library spectrum's
+    #: signal is scaled by a factor in [1/sqrt(spread), sqrt(spread)], log-uniform, fixed per
+    #: spectrum (drawn from a hash of its intensities, so repeated exposures agree). 1 = off.
+    sample_brightness_spread: float = 1.0
 
     @classmethod
     def default(cls, **overrides: object) -> InstrumentModel:
@@ -148,6 +153,13 @@ def _fixed_pattern(model: InstrumentModel) -> FloatArray:
     return np.random.default_rng(model.pixels).normal(0.0, model.fixed_pattern_counts, model.pixels)
 
 
+def _sample_brightness(intensity: ArrayLike, spread: float) -> float:
+    if spread == 1.0:
+        return 1.0
+    u = zlib.crc32(np.ascontiguousarray(intensity, dtype=np.float64).tobytes()) / 2.0**32
+    return float(spread ** (u - 0.5))
+
+
 def simulate_counts(
     shift_cm1: ArrayLike,
     intensity: ArrayLike,
@@ -170,7 +182,8 @@ def simulate_counts(
     if not dark:
         raman = raman_on_pixels(shift_cm1, intensity, model)
         fluo = fluorescence if fluorescence is not None else fluorescence_background(model, rng)
-        electrons += model.signal_e_per_ms * t * (raman + model.fluorescence_ratio * fluo)
+        bright = _sample_brightness(intensity, model.sample_brightness_spread)
+        electrons += model.signal_e_per_ms * bright * t * (raman + model.fluorescence_ratio * fluo)
     # Sum of `avg` Poisson exposures is Poisson with `avg` times the mean.
     summed = rng.poisson(np.clip(electrons, 0.0, None) * avg).astype(np.float64)
     summed += rng.normal(0.0, model.read_noise_e * np.sqrt(avg), n)
