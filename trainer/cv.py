@@ -93,6 +93,51 @@ def _cache_key(r: dict[str, Any]) -> tuple[str, int, int]:
     return (r["model"], r["repeat"], r["fold"])
 
 
+def fold_fingerprint(ds: Dataset, cfg: CVConfig) -> str:
+    """What a cached fold result depends on besides (model, repeat, fold): the exact dataset
+    (spectra, labels, specimens, class names) and the fold-making settings."""
+    import hashlib
+
+    h = hashlib.sha256()
+    h.update(json.dumps([cfg.folds, cfg.seed, cfg.group_by, list(ds.X.shape)]).encode())
+    h.update(np.ascontiguousarray(ds.X, dtype=np.float32).tobytes())
+    h.update(np.ascontiguousarray(ds.y, dtype=np.int64).tobytes())
+    h.update("\0".join(map(str, ds.groups.tolist())).encode())
+    h.update("\0".join(ds.labels).encode())
+    return h.hexdigest()[:16]
+
+
+def _read_cache(
+    cache: Path, fingerprint: str, test_sizes: dict[tuple[int, int], int]
+) -> dict[tuple[str, int, int], FoldResult]:
+    """Cached folds of *this* dataset and fold settings; anything else is refused, not mixed in.
+
+    Lines carry the fingerprint of the dataset and settings they were computed on. Lines from
+    before fingerprints existed are accepted only where their test size matches the fold's
+    (a different selection, seed or data copy gives different folds); otherwise they raise.
+    """
+    done: dict[tuple[str, int, int], FoldResult] = {}
+    for no, line in enumerate(cache.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        r = json.loads(line)
+        fp = r.pop("fingerprint", None)
+        key = _cache_key(r)
+        expected = test_sizes.get((r["repeat"], r["fold"]))
+        if fp is not None and fp != fingerprint:
+            raise InputError(
+                f"{cache}:{no}: cached fold was computed on another dataset or fold setting "
+                f"(fingerprint {fp}, this run {fingerprint}); use another --cache file or delete it"
+            )
+        if fp is None and expected is not None and expected != r["n_test"]:
+            raise InputError(
+                f"{cache}:{no}: cached {key} has {r['n_test']} test spectra, this run's fold has {expected}: "
+                "the cache belongs to another dataset, selection or seed; use another --cache file or delete it"
+            )
+        done[key] = FoldResult(**r)
+    return done
+
+
 def run_cv(
     ds: Dataset,
     cfg: CVConfig,
@@ -106,19 +151,19 @@ def run_cv(
         raise InputError(f"unknown model(s) {unknown}; choose from {', '.join(MODELS)}")
     if cfg.folds < 2:
         raise InputError("--folds must be at least 2")
+    all_folds = {}
+    for repeat in range(cfg.repeats):
+        for fold, (tr, te) in enumerate(make_folds(ds, cfg, repeat)):
+            # Only test spectra whose class was seen in training can be scored.
+            all_folds[(repeat, fold)] = (tr, te[np.isin(ds.y[te], np.unique(ds.y[tr]))])
+    fingerprint = fold_fingerprint(ds, cfg)
     done: dict[tuple[str, int, int], FoldResult] = {}
     if cache is not None and cache.exists():
-        for line in cache.read_text().splitlines():
-            if line.strip():
-                r = json.loads(line)
-                done[_cache_key(r)] = FoldResult(**r)
+        done = _read_cache(cache, fingerprint, {k: int(te.size) for k, (_, te) in all_folds.items()})
     results: list[FoldResult] = []
     for repeat in range(cfg.repeats):
-        folds = make_folds(ds, cfg, repeat)
-        for fold, (tr, te) in enumerate(folds):
-            # Only test spectra whose class was seen in training can be scored.
-            seen = np.isin(ds.y[te], np.unique(ds.y[tr]))
-            te = te[seen]
+        for fold in range(cfg.folds):
+            tr, te = all_folds[(repeat, fold)]
             for name in cfg.models:
                 key = (name, repeat, fold)
                 if key in done:
@@ -148,7 +193,7 @@ def run_cv(
                 if cache is not None:
                     cache.parent.mkdir(parents=True, exist_ok=True)
                     with cache.open("a") as fh:
-                        fh.write(json.dumps(asdict(res)) + "\n")
+                        fh.write(json.dumps(asdict(res) | {"fingerprint": fingerprint}) + "\n")
                 if on_fold:
                     on_fold(res)
     return results

@@ -52,6 +52,11 @@ class ArchConfig:
     #: to make decisions robust to int8 rounding. Off by default: on the paper selection, 0.03
     #: lowered held-out accuracy (0.825 -> 0.805) without raising int8 parity (99.0 -> 97.6 %).
     activation_noise: float = 0.0
+    #: 1: the paper's single fire module. 2: a second fire module (twice as wide) after a first
+    #: max-pool of `pool_first`; the final pool then acts on the coarser map. Max-pooling twice
+    #: makes the features tolerant of band displacements of a few grid points per stage.
+    fires: int = 1
+    pool_first: int = 4
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,8 @@ class TrainConfig:
     val_split: str = "spectrum"
     label_smoothing: float = 0.0
     augment: bool = True
+    #: Physics augmentation ranges (trainer.augment.AugmentConfig); None = its defaults.
+    augment_config: Any = None
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -89,15 +96,14 @@ def make_fmcnn(
         x = layers.BatchNormalization(name="bn0")(x)
         if a.activation_noise > 0:
             x = layers.GaussianNoise(a.activation_noise, name="noise_bn0")(x)
-    s = layers.Conv1D(a.squeeze, 1, padding="same", kernel_regularizer=reg, name="fire_squeeze")(x)
-    s = layers.LeakyReLU(negative_slope=a.leaky_alpha, name="lrelu_squeeze")(s)
-    e1 = layers.Conv1D(a.expand, 1, padding="same", kernel_regularizer=reg, name="fire_e1")(s)
-    e1 = layers.LeakyReLU(negative_slope=a.leaky_alpha, name="lrelu_e1")(e1)
-    e3 = layers.Conv1D(a.expand, 3, padding="same", kernel_regularizer=reg, name="fire_e3")(s)
-    e3 = layers.LeakyReLU(negative_slope=a.leaky_alpha, name="lrelu_e3")(e3)
-    f = layers.Concatenate(name="fire_concat")([e1, e3])
+    f = _fire(layers, x, "fire", a.squeeze, a.expand, reg, a.leaky_alpha)
     if not inference and a.activation_noise > 0:
         f = layers.GaussianNoise(a.activation_noise, name="noise_fire")(f)
+    if a.fires == 2:
+        f = layers.MaxPooling1D(pool_size=a.pool_first, strides=a.pool_first, padding="valid", name="pool_first")(f)
+        f = _fire(layers, f, "fire2", 2 * a.squeeze, 2 * a.expand, reg, a.leaky_alpha)
+    elif a.fires != 1:
+        raise TrainerError(f"fires must be 1 or 2, got {a.fires}")
     p = layers.MaxPooling1D(pool_size=a.pool, strides=a.pool, padding="valid", name="pool")(f)
     z = layers.Flatten(name="flatten")(p)
     z = layers.Dense(a.bottleneck, kernel_regularizer=reg, name="bottleneck")(z)
@@ -112,6 +118,29 @@ def make_fmcnn(
     return keras.Model(inp, out, name="fmcnn")
 
 
+def _fire(layers: Any, x: Any, name: str, squeeze: int, expand: int, reg: Any, alpha: float) -> Any:
+    """A fire module: 1x1 squeeze, then 1x1 || 3-wide expand, concatenated.
+
+    Layer names: "<name>_squeeze|_e1|_e3|_concat"; activations "lrelu_<tag>squeeze|e1|e3" with
+    tag "" for the first module (the names the shipped bundle and the deconvnet know) and "2_"
+    for the second.
+    """
+    tag = "" if name == "fire" else name[len("fire") :] + "_"
+    s = layers.Conv1D(squeeze, 1, padding="same", kernel_regularizer=reg, name=f"{name}_squeeze")(x)
+    s = layers.LeakyReLU(negative_slope=alpha, name=f"lrelu_{tag}squeeze")(s)
+    e1 = layers.Conv1D(expand, 1, padding="same", kernel_regularizer=reg, name=f"{name}_e1")(s)
+    e1 = layers.LeakyReLU(negative_slope=alpha, name=f"lrelu_{tag}e1")(e1)
+    e3 = layers.Conv1D(expand, 3, padding="same", kernel_regularizer=reg, name=f"{name}_e3")(s)
+    e3 = layers.LeakyReLU(negative_slope=alpha, name=f"lrelu_{tag}e3")(e3)
+    return layers.Concatenate(name=f"{name}_concat")([e1, e3])
+
+
+def fire_names(model: Any) -> tuple[str, ...]:
+    """The fire modules of a built FMCNN, input side first ("fire", then "fire2" if present)."""
+    names = {layer.name for layer in model.layers}
+    return tuple(n for n in ("fire", "fire2") if f"{n}_squeeze" in names)
+
+
 def arch_of(model: Any) -> ArchConfig:
     """Recover the ArchConfig of a built FMCNN from its layers."""
     g = model.get_layer
@@ -123,6 +152,8 @@ def arch_of(model: Any) -> ArchConfig:
         pool=int(g("pool").pool_size[0]),
         bottleneck=int(g("bottleneck").units),
         leaky_alpha=float(g("lrelu0").negative_slope),
+        fires=len(fire_names(model)),
+        pool_first=int(g("pool_first").pool_size[0]) if len(fire_names(model)) == 2 else 4,
     )
 
 
@@ -137,7 +168,10 @@ def fold_batchnorm(model: Any) -> Any:
     a = gamma / sqrt(var + eps), c = beta - mean * a.
     """
     inf = make_fmcnn(int(model.input.shape[1]), int(model.get_layer("logits").units), arch_of(model), inference=True)
-    for name in ("conv0", "fire_e1", "fire_e3", "bottleneck", "logits"):
+    copied = ["conv0", "fire_e1", "fire_e3", "bottleneck", "logits"]
+    if "fire2" in fire_names(model):
+        copied += ["fire2_squeeze", "fire2_e1", "fire2_e3"]
+    for name in copied:
         inf.get_layer(name).set_weights(model.get_layer(name).get_weights())
     bn = model.get_layer("bn0")
     gamma, beta, mean, var = bn.get_weights()
@@ -160,14 +194,18 @@ def equalize_channels(inference_model: Any, calibration: NDArray[np.float32]) ->
     import keras
 
     g = inference_model.get_layer
-    probe = keras.Model(inference_model.input, [g("lrelu0").output, g("lrelu_squeeze").output, g("fire_concat").output])
+    two = "fire2" in fire_names(inference_model)
+    taps = [g("lrelu0").output, g("lrelu_squeeze").output, g("fire_concat").output]
+    if two:
+        taps += [g("lrelu_2_squeeze").output, g("fire2_concat").output]
+    probe = keras.Model(inference_model.input, taps)
     ranges = [np.abs(t).max(axis=(0, 1)) for t in probe.predict(calibration[..., None], verbose=0)]
 
     def scales(r: NDArray[np.float32]) -> NDArray[np.float32]:
         r = np.maximum(r, 1e-6 * r.max())
         return (r.max() / r).astype(np.float32)
 
-    s0, s1, s2 = (scales(r) for r in ranges)
+    s0, s1, s2 = (scales(r) for r in ranges[:3])
     k, b = g("conv0").get_weights()
     g("conv0").set_weights([k * s0, b * s0])
     k, b = g("fire_squeeze").get_weights()
@@ -176,17 +214,28 @@ def equalize_channels(inference_model: Any, calibration: NDArray[np.float32]) ->
     for name, part in (("fire_e1", s2[:e]), ("fire_e3", s2[e:])):
         k, b = g(name).get_weights()
         g(name).set_weights([k / s1[None, :, None] * part, b * part])
+    if two:
+        # Max-pooling between the modules commutes with a positive per-channel scale.
+        s3, s4 = scales(ranges[3]), scales(ranges[4])
+        k, b = g("fire2_squeeze").get_weights()
+        g("fire2_squeeze").set_weights([k / s2[None, :, None] * s3, b * s3])
+        e2 = int(g("fire2_e1").filters)
+        for name, part in (("fire2_e1", s4[:e2]), ("fire2_e3", s4[e2:])):
+            k, b = g(name).get_weights()
+            g(name).set_weights([k / s3[None, :, None] * part, b * part])
+        s2 = s4
     w, b = g("bottleneck").get_weights()
     # Flatten of (positions, channels) is row-major: row index = position * channels + channel.
     g("bottleneck").set_weights([w / np.tile(s2, w.shape[0] // s2.size)[:, None], b])
     return inference_model
 
 
-def augment(X: NDArray[np.float32], rng: np.random.Generator) -> NDArray[np.float32]:
+def augment(X: NDArray[np.float32], rng: np.random.Generator, config: Any = None) -> NDArray[np.float32]:
     """Training augmentation (trainer.augment, instrument physics; ranges documented there)."""
+    from trainer.augment import AugmentConfig
     from trainer.augment import augment as physics_augment
 
-    return physics_augment(X, rng)
+    return physics_augment(X, rng, config or AugmentConfig())
 
 
 def _val_split(
@@ -238,7 +287,7 @@ def _batches(X: Any, Y: Any, cfg: TrainConfig, rng: np.random.Generator) -> Any:
 
         def __getitem__(self, i: int) -> tuple[Any, Any]:
             rows = self.order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-            xb = augment(X[rows], rng) if cfg.augment else X[rows]
+            xb = augment(X[rows], rng, cfg.augment_config) if cfg.augment else X[rows]
             return xb[..., None], Y[rows]
 
         def on_epoch_end(self) -> None:

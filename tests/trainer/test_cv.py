@@ -39,6 +39,28 @@ def test_baselines_beat_chance_with_identical_folds(small, tmp_path: Path) -> No
     assert cache.read_text().count("\n") == lines and [r.accuracy for r in again] == [r.accuracy for r in results]
 
 
+def test_cache_of_another_dataset_or_seed_is_refused(small, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from trainer.errors import InputError
+
+    cfg = CVConfig(models=("corr",), folds=3, repeats=1, seed=0)
+    cache = tmp_path / "folds.jsonl"
+    run_cv(small, cfg, cache=cache)
+    assert all("fingerprint" in json.loads(line) for line in cache.read_text().splitlines())
+    with pytest.raises(InputError, match="another dataset or fold setting"):
+        run_cv(small, CVConfig(models=("corr",), folds=3, repeats=1, seed=1), cache=cache)
+    with pytest.raises(InputError, match="another dataset or fold setting"):
+        run_cv(small.subset(np.arange(len(small.y) - 1)), cfg, cache=cache)
+    # A cache line from before fingerprints: accepted where its fold matches, refused otherwise.
+    legacy = tmp_path / "legacy.jsonl"
+    rows = [json.loads(line) for line in cache.read_text().splitlines()]
+    legacy.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "fingerprint"}) + "\n" for r in rows))
+    assert [r.accuracy for r in run_cv(small, cfg, cache=legacy, cached_only=True)] == [r["accuracy"] for r in rows]
+    rows[0]["n_test"] += 1
+    legacy.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "fingerprint"}) + "\n" for r in rows))
+    with pytest.raises(InputError, match="test spectra, this run's fold has"):
+        run_cv(small, cfg, cache=legacy, cached_only=True)
+
+
 def test_grouped_folds_never_split_a_specimen(small) -> None:  # type: ignore[no-untyped-def]
     ds = restrict_for_grouping(small)
     for tr, te in make_folds(ds, CVConfig(models=("knn",), folds=3, group_by="specimen"), 0):
