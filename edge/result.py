@@ -84,11 +84,15 @@ class Peak:
 
 @dataclass(frozen=True, kw_only=True)
 class Quality:
-    snr: float | None = None  # peak height over baseline noise (std), dimensionless
+    #: strongest band over the pixel noise sigma (1.4826 * MAD of first differences / sqrt 2),
+    #: after baseline removal (edge.preprocess.signal_to_noise); dimensionless
+    snr: float | None = None
     coverage: float | None = None  # fraction of the model's shift grid covered by the spectrum
     n_spikes: int = 0  # cosmic-ray spikes removed by despiking
     saturated: bool = False  # any raw pixel at the detector's full scale
-    fluorescence_ratio: float | None = None  # baseline area / total area before removal
+    #: height (peak-to-peak) of the removed background over the strongest band after removal;
+    #: None for already-corrected input (files), where no background was removed
+    fluorescence_ratio: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
