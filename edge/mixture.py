@@ -77,17 +77,13 @@ def fit_mixture(
     norm = max(float(np.linalg.norm(x)), 1e-12)
 
     def column(i: int, lags: NDArray[np.integer] | None) -> NDArray[np.float64]:
-        ref = lib.spectra[i].astype(np.float32)
+        ref = lib.reference(i)
         return _shifted(ref, int(lags[i]) if lags is not None else 0).astype(np.float64)
-
-    def best_ref(c: int, s: NDArray[np.floating]) -> int:
-        rows = np.flatnonzero(lib.class_idx == c)
-        return int(rows[np.argmax(np.asarray(s)[rows])])
 
     # First mineral: the candidate (by similarity) whose best reference fits best alone.
     singles = []
     for c in np.argsort(-per_class)[:k]:
-        i = best_ref(int(c), sim)
+        i = lib.best_reference(int(c), sim)
         col = column(i, lag)
         w, r = nnls(col[:, None], x)
         singles.append((r, int(c), i, col, float(w[0])))
@@ -103,7 +99,7 @@ def fit_mixture(
     for c in np.argsort(-pc2)[: k - 1]:
         if not np.isfinite(pc2[c]):
             continue
-        ib = best_ref(int(c), sim2)
+        ib = lib.best_reference(int(c), sim2)
         pair = np.stack([col_a, column(ib, lag2)], axis=1)
         w, r = nnls(pair, x)
         if best is None or r < best[0]:

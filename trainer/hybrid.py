@@ -15,6 +15,7 @@ probability that keeps `keep_fraction` of the held-out known spectra.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -137,19 +138,66 @@ def _probabilities(model: Any, X: NDArray[np.float32]) -> NDArray[np.float64]:
     return softmax(y)
 
 
+def edge_outputs(clf: Any, X: NDArray[np.float32]) -> tuple[NDArray[np.float32], NDArray[np.float32] | None]:
+    """(logits, embeddings or None) of every row through the edge's own int8 interpreter."""
+    logits, embs = [], []
+    for x in X:
+        pred = clf.classify(x, k=1)
+        logits.append(clf.logits(x) if pred.logits is None else pred.logits)
+        embs.append(pred.embedding)
+    n = len(clf.bundle.labels)
+    lg = np.stack(logits) if logits else np.zeros((0, n), np.float32)
+    has_emb = bool(embs) and all(e is not None for e in embs)
+    return lg, (np.stack(embs) if has_emb else None)
+
+
+def emb_per_class(lib: ReferenceLibrary, E: NDArray[np.float32], n_classes: int) -> NDArray[np.float64]:
+    """Best cosine similarity per class for every row's embedding (the edge's own search)."""
+    out = np.empty((E.shape[0], n_classes), np.float64)
+    for i, e in enumerate(E):
+        out[i] = lib.per_class(lib.embedding_similarities(e), n_classes)
+    return out
+
+
 def write_hybrid(bundle_dir: Any, model: Any, train: Any, heldout: Any) -> dict[str, Any]:
     """`trainer export` step: the library of the training rows and the fusion fitted on the
-    held-out rows, written into the bundle directory. Returns the manifest sections."""
+    held-out rows, written into the bundle directory. Returns the manifest sections.
+
+    Everything goes through the int8 model as the edge runs it (edge.classifier on the
+    provisional bundle in `bundle_dir`): the library's embeddings (when the model has an
+    embedding output) and the held-out CNN log-probabilities, at the temperature the export
+    fits on the same held-out int8 logits (trainer.temperature.fit_temperature). `model`
+    (the Keras model) is not used: the edge never sees it."""
+    from edge.bundle import load_bundle
+    from edge.classifier import Classifier
     from edge.library import save_library
     from trainer.library_build import library_from_dataset
+    from trainer.temperature import fit_temperature
 
-    lib = library_from_dataset(train)
+    del model
+    clf = Classifier(load_bundle(bundle_dir))
+    _lt, emb_train = edge_outputs(clf, train.X)
+    lib = library_from_dataset(train, embedding=emb_train)
     n = train.n_classes
-    log_p = np.log(np.maximum(_probabilities(model, heldout.X), 1e-12))
-    params, info = fit_fusion(log_p, corr_per_class(lib, heldout.X, n), heldout.y)
-    save_library(lib, bundle_dir)
+    logits_h, emb_h = edge_outputs(clf, heldout.X)
+    t_cnn = fit_temperature(logits_h, heldout.y) if heldout.y.size else 1.0
+    log_p = np.log(np.maximum(softmax(logits_h, t_cnn), 1e-12))
+    emb = emb_per_class(lib, emb_h, n) if (emb_h is not None and lib.has_embedding) else None
+    params, info = fit_fusion(log_p, corr_per_class(lib, heldout.X, n), heldout.y, emb)
+    info["cnn_temperature"] = float(t_cnn)
+    if emb is not None:
+        info["heldout_accuracy_emb"] = float((emb.argmax(axis=1) == heldout.y).mean())
+    hashes = save_library(lib, bundle_dir)
+    size = {k: (Path(bundle_dir) / k).stat().st_size for k in hashes}
     return {
         "fusion": params.to_dict()
         | {"fitted_on": f"{heldout.y.size} held-out spectra, library of {len(lib)} training spectra"},
-        "library": {"file": "library.npz", "n_references": len(lib), "fit": info},
+        "library": {
+            "file": "library.npz",
+            "format": "raman-edge-library/2",
+            "n_references": len(lib),
+            "embedding": lib.has_embedding,
+            "size_bytes": size,
+            "fit": info,
+        },
     }
