@@ -316,16 +316,17 @@ def evaluate(
     bundle: Path = typer.Option(..., help="Bundle directory."),
     data: Path = typer.Option(None, help="RRUFF folder or zip: all its Processed spectra are scored."),
     out: Path = typer.Option(None, help="JSON report (a confusion-matrix PNG is written beside it)."),
+    library: Path = typer.Option(None, "--library", help="Added-reference directory (as `edge classify --library`)."),
 ) -> None:
-    """Run a bundle exactly as the edge does (LiteRT + edge.preprocess) on RRUFF files."""
+    """Run a bundle exactly as the edge does (edge.pipeline.Analyzer, as `edge classify`) on RRUFF files."""
 
     def run() -> None:
         from trainer.evaluate import evaluate_bundle
 
         with _status("evaluating"):
-            report = evaluate_bundle(bundle, data or _default_data(), out)
+            report = evaluate_bundle(bundle, data or _default_data(), out, library_dir=library)
         typer.echo(
-            f"n={report['n']} (unknown label: {report['n_unknown_label']}, unreadable: {report['n_unreadable']}) "
+            f"n={report['n']} (unknown label: {report['n_unknown_label']}, rejected: {report['n_rejected']}) "
             f"accuracy {report['accuracy']:.3f} top-3 {report['top3']:.3f} macro-F1 {report['macro_f1']:.3f} "
             f"flagged unknown {report['flagged_unknown_fraction']:.3f}"
         )
