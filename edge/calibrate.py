@@ -57,12 +57,9 @@ def calibrate(
             integration_ms = SIMULATE_INTEGRATION_MS if cfg.simulate else cfg.integration_ms
             integration_ms = min(max(integration_ms, info.integration_min_ms), info.integration_max_ms)
             spec.configure(integration_ms=integration_ms, averages=cfg.averages)
-            dark, _ = despike(spec.acquire_dark().counts.astype(np.float64))
-            counts = np.mean([f.counts.astype(np.float64) for f in spec.acquire(frames)], axis=0)
+            check = measure_reference(spec, info, reference, frames)
         except BridgeError as err:
             raise InputError(f"spectrometer at {port}: {err}") from err
-    shifts = pixel_shifts(info.calibration_nm, info.laser_nm, info.pixel_count)
-    check = measure_shift_offset(shifts, counts - dark, reference)
     ok = check.residual_cm1 <= MAX_RESIDUAL_CM1
     report = {
         "device": {"model": info.model, "serial": info.serial_number, "laser_nm": info.laser_nm},
@@ -77,6 +74,18 @@ def calibrate(
     else:
         _print(check, cfg, info, ok, out)
     return 0 if ok else 1
+
+
+def measure_reference(spec: Any, info: Any, reference: str, frames: int, dark: Any = None) -> CalibrationCheck:
+    """Average `frames` spectra of `reference` on a configured, handshaken spectrometer, subtract
+    the dark frame (taken now unless given), and measure the offset on the device's own shift
+    axis (no configured offset applied). Shared by `edge calibrate` and the daemon's health check.
+    BridgeError (device) and CalibrationError (lines not found) propagate."""
+    if dark is None:
+        dark, _ = despike(spec.acquire_dark().counts.astype(np.float64))
+    counts = np.mean([f.counts.astype(np.float64) for f in spec.acquire(frames)], axis=0)
+    shifts = pixel_shifts(info.calibration_nm, info.laser_nm, info.pixel_count)
+    return measure_shift_offset(shifts, counts - dark, reference)
 
 
 def _start_emulator(reference: str, shift_error_cm1: float, stack: ExitStack) -> str:

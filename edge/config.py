@@ -97,6 +97,25 @@ class EdgeConfig:
     # What the device's shift axis reads too high (cm-1), measured by `edge calibrate` on a
     # reference; subtracted from every spectrum's Raman shift. 0 = trust the device.
     shift_offset_cm1: float = 0.0
+    # auto-exposure (edge/exposure.py): per spectrum, a short probe, then the integration time
+    # and averages that keep the brightest pixel below max_peak_fraction of full scale and
+    # reach the target SNR, within max_acquisition_ms (probe included) and the device's limits
+    auto_exposure: bool = False
+    max_acquisition_ms: int = 5000
+    auto_exposure_target_snr: float = 20.0
+    auto_exposure_max_peak_fraction: float = 0.6
+    # calibration health (docs/mqtt.md "Calibration health"): the reference the device can see
+    # when asked (a reference slot or turret position; the daemon moves nothing), how often to
+    # check it (0 = only on a `calibrate` request), the drift limit, and whether a measured
+    # offset replaces shift_offset_cm1 (never without this set)
+    calibration_reference: str | None = None
+    calibration_check_interval_s: float = 0.0
+    calibration_drift_limit_cm1: float = 2.0
+    calibration_frames: int = 10
+    calibration_apply: bool = False
+    # references added on the device (edge library add / the `library/add` request); None =
+    # <state directory>/library (beside the outbox). Re-read when it changes.
+    library_dir: Path | None = None
     # MQTT
     broker: str = "mqtt://127.0.0.1:1883"
     device_id: str = field(default_factory=default_device_id)
@@ -139,6 +158,10 @@ class EdgeConfig:
 
     def __post_init__(self) -> None:
         _validate(self)
+
+    @property
+    def library_path(self) -> Path:
+        return self.library_dir if self.library_dir is not None else Path(self.outbox_path).parent / "library"
 
     @property
     def broker_url(self) -> BrokerUrl:
@@ -293,10 +316,28 @@ def _validate(c: EdgeConfig) -> None:
         "history_max_age_s": c.history_max_age_s,
         "request_rate_per_s": c.request_rate_per_s,
         "request_burst": c.request_burst,
+        "max_acquisition_ms": c.max_acquisition_ms,
+        "auto_exposure_target_snr": c.auto_exposure_target_snr,
+        "calibration_drift_limit_cm1": c.calibration_drift_limit_cm1,
+        "calibration_frames": c.calibration_frames,
     }
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{key} must be > 0, got {value}")
+    if not 0.05 <= c.auto_exposure_max_peak_fraction <= 0.95:
+        raise ConfigError(
+            f"auto_exposure_max_peak_fraction must be within 0.05..0.95, got {c.auto_exposure_max_peak_fraction}"
+        )
+    if c.calibration_check_interval_s < 0:
+        raise ConfigError(f"calibration_check_interval_s must be >= 0 (0 = off), got {c.calibration_check_interval_s}")
+    from raman_core.bands import CALIBRATION_LINES_CM1 as REFERENCE_LINES_CM1  # late: pulls NumPy
+
+    if c.calibration_reference is not None and c.calibration_reference not in REFERENCE_LINES_CM1:
+        raise ConfigError(
+            f"calibration_reference {c.calibration_reference!r}: one of {', '.join(sorted(REFERENCE_LINES_CM1))}"
+        )
+    if c.calibration_check_interval_s > 0 and c.calibration_reference is None:
+        raise ConfigError("calibration_check_interval_s needs calibration_reference (the reference the device sees)")
     if c.count is not None and c.count < 1:
         raise ConfigError(f"count must be >= 1, got {c.count}")
     c.quality_limits  # noqa: B018 - validates the gate thresholds (raises ConfigError)

@@ -27,7 +27,7 @@ import numpy as np
 
 from edge.bundle import Bundle, load_bundle
 from edge.config import EdgeConfig
-from edge.errors import EdgeError, InputError, OutboxFullError
+from edge.errors import EdgeError, InputError, OutboxFullError, UsageError
 from edge.pipeline import Analysis, Analyzer
 from edge.preprocess import despike
 from edge.result import Candidate, Instrument, Latency, Match, MixtureComponent, ModelRef, Peak, Quality, Result
@@ -41,8 +41,34 @@ EXIT_QUEUED = 3
 SIMULATE_MAX_INTEGRATION_MS = 100
 
 
+class Job:
+    """Work for the acquisition loop from a request (`calibrate`, `acquire`): the request thread
+    submits it and waits; the loop runs it between two spectra and finishes it."""
+
+    def __init__(self, kind: str, args: dict[str, Any]) -> None:
+        self.kind = kind
+        self.args = args
+        self._done = threading.Event()
+        self._result: dict[str, Any] | None = None
+        self._error: str | None = None
+
+    def finish(self, result: dict[str, Any] | None = None, error: str | None = None) -> None:
+        self._result, self._error = result, error
+        self._done.set()
+
+    def wait(self, timeout_s: float) -> dict[str, Any]:
+        from edge.errors import UsageError
+
+        if not self._done.wait(timeout_s):
+            raise UsageError(f"{self.kind}: no answer from the acquisition loop within {timeout_s:.0f} s")
+        if self._error is not None:
+            raise UsageError(self._error)
+        return self._result or {}
+
+
 class Controls:
-    """Acquisition settings changed by a `set` request, handed from the request thread to the loop.
+    """Acquisition settings changed by a `set` request, and jobs, handed from the request thread
+    to the loop.
 
     The loop applies them between two spectra (it leaves the stream, reconfigures, streams
     again), never mid-exposure; the request thread only stores them.
@@ -51,18 +77,29 @@ class Controls:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pending: dict[str, Any] = {}
+        self._jobs: list[Job] = []
 
     def put(self, changes: dict[str, Any]) -> None:
         with self._lock:
             self._pending.update(changes)
 
+    def submit(self, job: Job) -> Job:
+        with self._lock:
+            self._jobs.append(job)
+        return job
+
     def pending(self) -> bool:
         with self._lock:
-            return bool(self._pending)
+            return bool(self._pending) or bool(self._jobs)
 
     def take(self) -> dict[str, Any]:
         with self._lock:
             out, self._pending = self._pending, {}
+            return out
+
+    def take_jobs(self) -> list[Job]:
+        with self._lock:
+            out, self._jobs = self._jobs, []
             return out
 
 
@@ -88,6 +125,8 @@ def build_result(
     frame_seq: int | None,
     decode_ms: float | None = None,
     shift_offset_cm1: float = 0.0,
+    averages: int | None = None,
+    auto_exposure: bool = False,
 ) -> Result:
     lat = analysis.latency_ms
     stages = [decode_ms, lat.get("preprocess"), lat.get("classify"), lat.get("deconv")]
@@ -100,14 +139,22 @@ def build_result(
             integration_ms=float(integration_ms),
             frame_seq=frame_seq,
             shift_offset_cm1=shift_offset_cm1,
+            averages=averages,
+            auto_exposure=auto_exposure,
         ),
         model=ModelRef(name=bundle.name, sha256=bundle.sha256),
         status="ok" if analysis.status == "ok" else "rejected",
         reason=analysis.reason,
         top=tuple(Candidate(mineral=m, p=min(1.0, max(0.0, float(p)))) for m, p in analysis.top),
         unknown=analysis.unknown,
-        match=None if analysis.match is None else Match(mineral=analysis.match.mineral, rruff_id=analysis.match.rruff_id, similarity=analysis.match.similarity),  # noqa: E501
-        mixture=None if analysis.mixture is None else tuple(MixtureComponent(mineral=m, fraction=f) for m, f in analysis.mixture),  # noqa: E501
+        match=None
+        if analysis.match is None
+        else Match(
+            mineral=analysis.match.mineral, rruff_id=analysis.match.rruff_id, similarity=analysis.match.similarity
+        ),  # noqa: E501
+        mixture=None
+        if analysis.mixture is None
+        else tuple(MixtureComponent(mineral=m, fraction=f) for m, f in analysis.mixture),  # noqa: E501
         peaks=tuple(Peak(shift_cm1=p.shift_cm1, relevance=p.relevance, intensity=p.intensity) for p in analysis.peaks),
         quality=Quality(
             snr=analysis.snr,
@@ -243,7 +290,9 @@ def _handle_frame(
     stats: RunStats,
     out: Any,
     metrics: Any = None,
-) -> None:
+    *,
+    auto_exposure: bool = False,
+) -> Result | None:
     acquired_at = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     counts = np.asarray(event.counts)
@@ -266,7 +315,9 @@ def _handle_frame(
         integration_ms=event.integration_ms,
         frame_seq=event.seq,
         decode_ms=round(decode_ms, 3),
-        shift_offset_cm1=cfg.shift_offset_cm1,
+        shift_offset_cm1=analyzer.shift_offset_cm1,
+        averages=getattr(event, "averages", None),
+        auto_exposure=auto_exposure,
     )
     stats.spectra += 1
     stats.ok += result.status == "ok"
@@ -280,12 +331,14 @@ def _handle_frame(
             metrics.spectra.labels(status="outbox_full").inc()
         # Not stored: print it whole so it is at least on the terminal/journal.
         print(f"edge: outbox full, result not stored ({err}): {result.to_json()}", file=out, flush=True)
+        return None
     else:
         if metrics is not None:
             metrics.observe_result(result.status, result.unknown, result.latency_ms)
         print(describe(result), file=out, flush=True)
         if cfg.publish_spectra and analysis.values is not None:
             publisher.publish_spectrum(spectrum_payload(result, analysis, bundle))
+        return result
 
 
 def settings_for(
@@ -312,6 +365,350 @@ def settings_for(
     return integ, avg, period
 
 
+#: How often the loop looks at `library_dir` for changes (two stat calls).
+LIBRARY_POLL_S = 2.0
+#: A single `acquire` request may expose for at most this long in total.
+MAX_ACQUIRE_REQUEST_MS = 600_000
+#: Probes per auto-exposed spectrum at most (a saturated probe is retried 8x shorter).
+MAX_PROBES = 4
+
+
+class Acquisition:
+    """The acquisition loop's state and steps: stream or auto-expose, run jobs, watch the library.
+
+    Everything here runs on the daemon's main thread; the request thread only reaches it
+    through `Controls` (settings, jobs) and reads `live` for `status`.
+    """
+
+    def __init__(
+        self,
+        cfg: EdgeConfig,
+        spec: Any,
+        port: str,
+        analyzer: Analyzer,
+        bundle: Bundle,
+        publisher: Any,
+        stats: RunStats,
+        live: dict[str, Any],
+        controls: Controls,
+        out: Any,
+        metrics: Any,
+        health_sink: Any,
+        library: Any,
+    ) -> None:
+        self.cfg, self.spec, self.port = cfg, spec, port
+        self.analyzer, self.bundle, self.publisher = analyzer, bundle, publisher
+        self.stats, self.live, self.controls, self.out, self.metrics = stats, live, controls, out, metrics
+        self.health_sink = health_sink
+        self.library = library
+        self.auto_exposure = cfg.auto_exposure
+        self.last_plan: Any = None
+        self.next_library_poll = 0.0
+        interval = cfg.calibration_check_interval_s
+        self.next_check = time.monotonic() if interval > 0 else None
+
+    # -- setup -------------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        self.info, self.shifts, self.dark, self.integration_ms, self.period_ms = _prepare(
+            self.spec, self.cfg, self.analyzer, self.port
+        )
+        # _prepare configured the device from the config: a `set` no longer holds.
+        self.averages = self.cfg.averages
+        self.live.update(
+            integration_ms=self.integration_ms,
+            averages=self.averages,
+            info=self.info,
+            auto_exposure=self.auto_exposure,
+        )
+
+    def finished(self) -> bool:
+        return self.cfg.count is not None and self.stats.spectra >= self.cfg.count
+
+    # -- between spectra -----------------------------------------------------------------------
+
+    def housekeeping(self) -> None:
+        """Apply `set` changes, run jobs, re-read the library, run a due calibration check."""
+        from firmware_bridge.errors import BridgeError
+
+        change = self.controls.take()
+        if change:
+            if "auto_exposure" in change:
+                self.auto_exposure = bool(change.pop("auto_exposure"))
+                log.info("auto-exposure " + ("on" if self.auto_exposure else "off"))
+            if change:
+                try:
+                    self.integration_ms, self.averages, self.period_ms = _apply_settings(
+                        self.spec, self.cfg, self.info, change, self.integration_ms, self.averages, self.period_ms
+                    )
+                except (BridgeError, EdgeError) as err:
+                    log.warning("set: could not apply", extra={"error": str(err), "changes": change})
+            elif not self.auto_exposure:
+                # Back to the fixed settings the auto-exposure overwrote on the device.
+                self.spec.configure(integration_ms=self.integration_ms, averages=self.averages)
+            self.live.update(
+                integration_ms=self.integration_ms, averages=self.averages, auto_exposure=self.auto_exposure
+            )
+        for job in self.controls.take_jobs():
+            self._run_job(job)
+        self.poll_library()
+        if self.next_check is not None and time.monotonic() >= self.next_check:
+            self.next_check = time.monotonic() + self.cfg.calibration_check_interval_s
+            assert self.cfg.calibration_reference is not None
+            try:
+                self.check_calibration(self.cfg.calibration_reference)
+            except EdgeError as err:
+                log.warning("calibration check failed", extra={"error": str(err)})
+
+    def poll_library(self, force: bool = False) -> None:
+        if self.library is None or (not force and time.monotonic() < self.next_library_poll):
+            return
+        self.next_library_poll = time.monotonic() + LIBRARY_POLL_S
+        changed, lib = self.library.poll()
+        if changed:
+            self.analyzer.set_library(lib)
+        self.live["library"] = self.library.status()
+
+    def break_stream(self) -> bool:
+        """Leave the stream for pending work (settings, jobs, a due check)."""
+        return self.controls.pending() or (self.next_check is not None and time.monotonic() >= self.next_check)
+
+    def _run_job(self, job: Job) -> None:
+        from firmware_bridge.errors import BridgeError
+
+        try:
+            if job.kind == "calibrate":
+                job.finish(self.check_calibration(job.args["reference"]))
+            elif job.kind == "acquire":
+                job.finish(self.acquire_request(job.args))
+            else:
+                job.finish(error=f"unknown job {job.kind!r}")
+        except (BridgeError, EdgeError) as err:
+            job.finish(error=str(err))
+            if isinstance(err, BridgeError):
+                raise
+
+    # -- spectra -------------------------------------------------------------------------------
+
+    def handle(self, event: Any, *, auto: bool = False) -> Result | None:
+        codec_ms = self.spec.transport.decode_ms(event)
+        return _handle_frame(
+            event,
+            codec_ms,
+            self.info,
+            self.shifts,
+            self.dark,
+            self.analyzer,
+            self.bundle,
+            self.cfg,
+            self.publisher,
+            self.stats,
+            self.out,
+            self.metrics,
+            auto_exposure=auto,
+        )
+
+    def exposure_limits(self) -> Any:
+        from edge.exposure import ExposureLimits
+
+        return ExposureLimits(
+            integration_min_ms=self.info.integration_min_ms,
+            integration_max_ms=self.info.integration_max_ms,
+            averages_max=self.info.averages_max,
+            max_acquisition_ms=max(self.cfg.max_acquisition_ms, self.info.integration_min_ms),
+        )
+
+    def plan_auto(self) -> Any:
+        """Probe (re-probing shorter while saturated) and plan; the device is left configured
+        for the planned spectrum."""
+        from edge.exposure import ExposureTarget, Plan, measure_probe, next_probe_ms, plan_exposure, probe_snr
+
+        limits = self.exposure_limits()
+        target = ExposureTarget(
+            target_snr=self.cfg.auto_exposure_target_snr, max_peak_fraction=self.cfg.auto_exposure_max_peak_fraction
+        )
+        t, spent = next_probe_ms(self.last_plan, target, limits), 0
+        plan: Plan | None = None
+        for _ in range(MAX_PROBES):
+            self.spec.configure(integration_ms=t, averages=1)
+            frame = self.spec.acquire(1)[0]
+            spent += t
+            counts = np.asarray(frame.counts)
+            saturated = bool(frame.saturated) or int(counts.max()) >= 65535
+            snr = float("nan") if saturated else probe_snr(counts, self.dark)
+            probe = measure_probe(counts, self.dark, t, 1, snr, saturated_flag=saturated)
+            plan = plan_exposure(probe, limits, target, spent_ms=spent)
+            if plan.kind == "acquire":
+                break
+            t = plan.integration_ms
+        assert plan is not None
+        if plan.kind != "acquire":
+            plan = Plan("acquire", t, 1, None, "saturated")
+        self.last_plan = plan
+        self.spec.configure(integration_ms=plan.integration_ms, averages=plan.averages)
+        self.live["last_exposure"] = {
+            "integration_ms": plan.integration_ms,
+            "averages": plan.averages,
+            "probe_ms": spent,
+            "predicted_snr": plan.predicted_snr,
+            "limited_by": plan.limited_by,
+        }
+        return plan
+
+    def auto_exposed_spectrum(self) -> Result | None:
+        t0 = time.monotonic()
+        self.plan_auto()
+        frame = self.spec.acquire(1)[0]
+        result = self.handle(frame, auto=True)
+        if self.cfg.simulate:  # keep to rate_hz like the stream does
+            rest = 1.0 / self.cfg.rate_hz - (time.monotonic() - t0)
+            if rest > 0:
+                time.sleep(min(rest, 1.0))
+        return result
+
+    def acquire_request(self, args: dict[str, Any]) -> dict[str, Any]:
+        """`acquire`: `count` spectra now, at the given settings (else the current ones, or
+        auto-exposure when it is on and neither is given); the fixed settings come back after."""
+        count = int(args.get("count", 1))
+        auto = self.auto_exposure and "integration_ms" not in args and "averages" not in args
+        results: list[Result] = []
+        if auto:
+            for _ in range(count):
+                r = self.auto_exposed_spectrum()
+                if r is not None:
+                    results.append(r)
+            integ, avg = None, None
+        else:
+            integ, avg, _ = settings_for(self.cfg, self.info, args, self.integration_ms, self.averages, self.period_ms)
+            self.spec.configure(integration_ms=integ, averages=avg)
+            try:
+                for frame in self.spec.acquire(count):
+                    r = self.handle(frame)
+                    if r is not None:
+                        results.append(r)
+            finally:
+                if not self.auto_exposure:
+                    self.spec.configure(integration_ms=self.integration_ms, averages=self.averages)
+        return {
+            "count": len(results),
+            "seqs": [r.seq for r in results],
+            "ids": [r.id for r in results],
+            "status": {
+                "ok": sum(r.status == "ok" for r in results),
+                "rejected": sum(r.status != "ok" for r in results),
+            },
+            "integration_ms": integ,
+            "averages": avg,
+            "auto_exposure": auto,
+        }
+
+    # -- calibration health -------------------------------------------------------------------
+
+    def check_calibration(self, reference: str) -> dict[str, Any]:
+        """Measure `reference` now, publish the retained health message, apply the offset only
+        with `calibration_apply`; returns the health payload."""
+        from edge.calibrate import measure_reference
+        from edge.calibration import CalibrationError
+        from edge.health import assess
+
+        check, error = None, None
+        try:
+            if self.auto_exposure:
+                self.plan_auto()
+            try:
+                check = measure_reference(self.spec, self.info, reference, self.cfg.calibration_frames, dark=self.dark)
+            finally:
+                if not self.auto_exposure:
+                    self.spec.configure(integration_ms=self.integration_ms, averages=self.averages)
+        except CalibrationError as err:
+            error = str(err)
+        health = assess(
+            check,
+            device_id=self.cfg.device_id,
+            reference=reference,
+            checked_at=datetime.now(timezone.utc),
+            offset_in_use_cm1=self.analyzer.shift_offset_cm1,
+            limit_cm1=self.cfg.calibration_drift_limit_cm1,
+            apply=self.cfg.calibration_apply,
+            error=error,
+        )
+        if health.applied and check is not None:
+            log.warning(
+                "calibration drift: applying the measured shift offset (calibration_apply = true)",
+                extra={"old_cm1": self.analyzer.shift_offset_cm1, "new_cm1": check.offset_cm1},
+            )
+            self.analyzer.shift_offset_cm1 = float(check.offset_cm1)
+            self.shifts = self.analyzer.shifts_for(self.info.calibration_nm, self.info.laser_nm, self.info.pixel_count)
+        elif health.status != "ok":
+            log.warning(
+                "calibration health",
+                extra={"status": health.status, "drift_cm1": health.drift_cm1, "error": health.error},
+            )
+        payload = health.to_dict()
+        self.live["health"] = payload
+        self.health_sink(health.to_json())
+        if error is not None:
+            raise UsageError(f"calibrate: {error}")
+        return payload
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        from firmware_bridge.errors import BridgeError
+        from firmware_bridge.transport import LinkDown, LinkUp
+
+        backoff_s = 1.0
+        while not stop.is_set() and not self.finished():
+            try:
+                self.housekeeping()
+                if self.finished() or stop.is_set():
+                    break
+                if self.auto_exposure:
+                    self.auto_exposed_spectrum()
+                    backoff_s = 1.0
+                    continue
+                for event in self.spec.stream(self.period_ms):
+                    if stop.is_set():
+                        break
+                    if isinstance(event, LinkDown):
+                        self.stats.link_down += 1
+                        if self.metrics is not None:
+                            self.metrics.set_link(False)
+                        log.warning("spectrometer link lost; waiting for it to come back", extra={"port": self.port})
+                        continue
+                    if isinstance(event, LinkUp):
+                        log.info("spectrometer link restored", extra={"port": self.port})
+                        if self.metrics is not None:
+                            self.metrics.set_link(True)
+                        # A replugged device may have been reconfigured: take its calibration again.
+                        if self.spec.info is not None:
+                            self.info = self.spec.info
+                            self.shifts = self.analyzer.shifts_for(
+                                self.info.calibration_nm, self.info.laser_nm, self.info.pixel_count
+                            )
+                        continue
+                    backoff_s = 1.0
+                    self.handle(event)
+                    if self.finished():
+                        break
+                    self.poll_library()
+                    if self.break_stream():
+                        break  # leave the stream to apply a `set` request or run a job
+            except BridgeError as err:
+                # Expected device trouble (NACK, timeout, unplugged mid-command): log one line,
+                # back off, and redo the handshake; the daemon never dies of a device fault.
+                log.warning("spectrometer error; retrying", extra={"error": str(err), "retry_in_s": backoff_s})
+                if stop.wait(backoff_s):
+                    break
+                backoff_s = min(backoff_s * 2, 30.0)
+                try:
+                    self.prepare()
+                except (BridgeError, InputError) as again:
+                    log.warning("spectrometer still not ready", extra={"error": str(again)})
+        for job in self.controls.take_jobs():
+            job.finish(error="the daemon is stopping")
+
+
 def _apply_settings(
     spec: Any, cfg: EdgeConfig, info: Any, change: dict[str, Any], integration_ms: int, averages: int, period_ms: int
 ) -> tuple[int, int, int]:
@@ -332,6 +729,7 @@ def _start_request_server(
 ) -> Any:
     from dataclasses import asdict
 
+    from edge.calibration import REFERENCE_LINES_CM1
     from edge.errors import UsageError
     from edge.publisher import MqttSettings
     from edge.request_server import RequestServer
@@ -339,6 +737,7 @@ def _start_request_server(
     def status() -> dict[str, Any]:
         # What `edge check` reports, but live: the device, the model, the broker, the queues.
         held = publisher.history.held() if publisher.history is not None else None
+        lib = live.get("library")
         return {
             "device_id": cfg.device_id,
             "spectrometer": live["spectrometer"],
@@ -346,26 +745,84 @@ def _start_request_server(
                 "integration_ms": live["integration_ms"],
                 "averages": live["averages"],
                 "rate_hz": cfg.rate_hz if cfg.simulate else None,
+                "auto_exposure": live.get("auto_exposure", cfg.auto_exposure),
+                "last_auto_exposure": live.get("last_exposure"),
+                "max_acquisition_ms": cfg.max_acquisition_ms,
             },
             "model": {"name": bundle.name, "sha256": bundle.sha256, "classes": len(bundle.labels)},
+            "library": asdict(lib) if lib is not None else None,
+            "health": live.get("health"),
             "publisher": asdict(publisher.stats()),
             "history": asdict(held) if held is not None else None,
             "run": asdict(stats),
             "allow_requests": list(cfg.allow_requests),
         }
 
+    def ready() -> None:
+        if live["integration_ms"] is None:
+            raise UsageError("the spectrometer is not ready yet; try again")
+
     def apply_set(args: dict[str, Any]) -> dict[str, Any]:
         # Checked against the device's limits now (so the response can refuse), applied by
         # the acquisition loop before its next spectrum.
-        if "auto_exposure" in args:
-            raise UsageError("auto_exposure is not implemented in this version")
-        if live["integration_ms"] is None:
-            raise UsageError("the spectrometer is not ready yet; try again")
+        ready()
         integ, avg, period = settings_for(
             cfg, live["info"], args, live["integration_ms"], live["averages"], round(1000.0 / cfg.rate_hz)
         )
         controls.put({k: v for k, v in args.items()})
-        return {"integration_ms": integ, "averages": avg, "period_ms": period, "applied": "from the next spectrum"}
+        auto = args.get("auto_exposure", live.get("auto_exposure", cfg.auto_exposure))
+        return {
+            "integration_ms": integ,
+            "averages": avg,
+            "period_ms": period,
+            "auto_exposure": auto,
+            "applied": "from the next spectrum",
+        }
+
+    def calibrate(args: dict[str, Any]) -> dict[str, Any]:
+        ready()
+        ref = args["reference"]
+        if ref not in REFERENCE_LINES_CM1:
+            raise UsageError(f"unknown reference {ref!r} (known: {', '.join(sorted(REFERENCE_LINES_CM1))})")
+        budget_s = (
+            30.0 + cfg.calibration_frames * max(cfg.max_acquisition_ms, live["integration_ms"] * live["averages"]) / 1e3
+        )
+        return controls.submit(Job("calibrate", args)).wait(budget_s)
+
+    def acquire(args: dict[str, Any]) -> dict[str, Any]:
+        ready()
+        count = int(args.get("count", 1))
+        integ, avg, _ = settings_for(cfg, live["info"], args, live["integration_ms"], live["averages"], 1000)
+        auto = live.get("auto_exposure") and "integration_ms" not in args and "averages" not in args
+        per_ms = cfg.max_acquisition_ms if auto else integ * avg
+        if count * per_ms > MAX_ACQUIRE_REQUEST_MS:
+            raise UsageError(
+                f"acquire would expose for up to {count * per_ms / 1e3:.0f} s "
+                f"(limit {MAX_ACQUIRE_REQUEST_MS / 1e3:.0f} s per request); ask for fewer spectra"
+            )
+        return controls.submit(Job("acquire", args)).wait(30.0 + 2.0 * count * per_ms / 1e3)
+
+    def library_add(args: dict[str, Any]) -> dict[str, Any]:
+        from edge.library_watch import add_reference
+
+        watch = live.get("library_watch")
+        if watch is None:
+            raise UsageError("this device has no library directory")
+        lib = add_reference(
+            bundle,
+            watch.directory,
+            args["mineral"],
+            args["shift_cm1"],
+            args["intensity"],
+            corrected=bool(args.get("corrected", False)),
+            reference_id=args.get("reference_id"),
+        )
+        return {
+            "mineral": args["mineral"],
+            "references": len(lib),
+            "directory": str(watch.directory),
+            "applied": f"within {LIBRARY_POLL_S:g} s (the daemon re-reads the directory)",
+        }
 
     server = RequestServer(
         MqttSettings.from_config(cfg),
@@ -374,7 +831,7 @@ def _start_request_server(
         status=status,
         rate_per_s=cfg.request_rate_per_s,
         burst=cfg.request_burst,
-        handlers={"set": apply_set},
+        handlers={"set": apply_set, "calibrate": calibrate, "acquire": acquire, "library/add": library_add},
     ).start()
     stack.callback(server.close)
     return server
@@ -394,12 +851,20 @@ def _start_metrics(cfg: EdgeConfig, publisher: Any, stack: ExitStack, out: Any) 
     return metrics
 
 
+def _health_sink(cfg: EdgeConfig, server: Any, publisher: Any) -> Any:
+    """Publishes the retained health message (on the request connection when there is one)."""
+    topic = f"{cfg.prefix}/{cfg.device_id}/health"
+    if server is not None:
+        return lambda payload: server.publish(topic, payload, retain=True)
+    return lambda payload: publisher._client.publish(topic, payload, qos=1, retain=True)  # noqa: SLF001
+
+
 def run(cfg: EdgeConfig, *, stop: threading.Event | None = None, out: Any = None) -> int:
     """Run the daemon with a loaded config; returns the process exit code."""
+    from edge.library_watch import LibraryWatch
     from edge.publisher import Publisher
     from firmware_bridge.client import Spectrometer
     from firmware_bridge.errors import BridgeError
-    from firmware_bridge.transport import LinkDown, LinkUp
 
     out = out or sys.stdout
     stop = stop or threading.Event()
@@ -407,6 +872,12 @@ def run(cfg: EdgeConfig, *, stop: threading.Event | None = None, out: Any = None
         raise InputError("no spectrometer: give --port PORT (e.g. /dev/serial/by-id/...) or --simulate")
     bundle = load_bundle(cfg.model_dir)
     analyzer = Analyzer(bundle, limits=cfg.quality_limits, shift_offset_cm1=cfg.shift_offset_cm1)
+    library = LibraryWatch(bundle, cfg.library_path)
+    library.poll()
+    changed, added = library.poll()  # twice: a damaged directory is refused only on a second look
+    analyzer.set_library(added if library.status().state == "loaded" else None)
+    if library.status().state == "refused":
+        print(f"edge: {library.status().error}; running on the bundle's own library", file=out, flush=True)
     log.info(
         "model loaded",
         extra={
@@ -414,6 +885,7 @@ def run(cfg: EdgeConfig, *, stop: threading.Event | None = None, out: Any = None
             "sha256": bundle.sha256[:12],
             "classes": len(bundle.labels),
             "runtime": analyzer.classifier.runtime,
+            "library": library.status().using,
         },
     )
     stats = RunStats()
@@ -430,10 +902,19 @@ def run(cfg: EdgeConfig, *, stop: threading.Event | None = None, out: Any = None
             return publisher.close(drain_timeout_s=cfg.drain_timeout_s)
 
         stack.callback(close_publisher)
-        live: dict[str, Any] = {"spectrometer": None, "integration_ms": None, "averages": cfg.averages, "info": None}
+        live: dict[str, Any] = {
+            "spectrometer": None,
+            "integration_ms": None,
+            "averages": cfg.averages,
+            "info": None,
+            "auto_exposure": cfg.auto_exposure,
+            "library": library.status(),
+            "library_watch": library,
+        }
         controls = Controls()
+        server = None
         if cfg.allow_requests:
-            _start_request_server(cfg, publisher, bundle, stats, live, stack, controls)
+            server = _start_request_server(cfg, publisher, bundle, stats, live, stack, controls)
         metrics = _start_metrics(cfg, publisher, stack, out) if cfg.metrics_port else None
         backlog = publisher.pending()
         if backlog:
@@ -444,7 +925,23 @@ def run(cfg: EdgeConfig, *, stop: threading.Event | None = None, out: Any = None
         except BridgeError as err:
             raise InputError(f"cannot open spectrometer at {port}: {err}") from err
         stack.callback(spec.close)
-        info, shifts, dark, integration_ms, period_ms = _prepare(spec, cfg, analyzer, port)
+        loop = Acquisition(
+            cfg,
+            spec,
+            port,
+            analyzer,
+            bundle,
+            publisher,
+            stats,
+            live,
+            controls,
+            out,
+            metrics,
+            _health_sink(cfg, server, publisher),
+            library,
+        )
+        loop.prepare()
+        info = loop.info
         live["spectrometer"] = {
             "model": info.model,
             "serial": info.serial_number,
@@ -452,70 +949,16 @@ def run(cfg: EdgeConfig, *, stop: threading.Event | None = None, out: Any = None
             "laser_nm": info.laser_nm,
             "port": port,
         }
-        live["integration_ms"] = integration_ms
-        live["info"] = info
-        averages = cfg.averages
         if metrics is not None:
             metrics.set_link(True)
         print(
             f"edge: {info.model} {info.serial_number} ({info.pixel_count} px, {info.laser_nm:g} nm) -> "
-            f"{cfg.broker} as {cfg.device_id}; model {bundle.name} ({len(bundle.labels)} minerals)",
+            f"{cfg.broker} as {cfg.device_id}; model {bundle.name} ({len(bundle.labels)} minerals)"
+            + ("; auto-exposure" if cfg.auto_exposure else ""),
             file=out,
             flush=True,
         )
-        backoff_s = 1.0
-        while not stop.is_set() and (cfg.count is None or stats.spectra < cfg.count):
-            change = controls.take()
-            if change:
-                try:
-                    integration_ms, averages, period_ms = _apply_settings(
-                        spec, cfg, info, change, integration_ms, averages, period_ms
-                    )
-                except (BridgeError, EdgeError) as err:
-                    log.warning("set: could not apply", extra={"error": str(err), "changes": change})
-                live["integration_ms"], live["averages"] = integration_ms, averages
-            try:
-                for event in spec.stream(period_ms):
-                    if stop.is_set():
-                        break
-                    if isinstance(event, LinkDown):
-                        stats.link_down += 1
-                        if metrics is not None:
-                            metrics.set_link(False)
-                        log.warning("spectrometer link lost; waiting for it to come back", extra={"port": port})
-                        continue
-                    if isinstance(event, LinkUp):
-                        log.info("spectrometer link restored", extra={"port": port})
-                        if metrics is not None:
-                            metrics.set_link(True)
-                        # A replugged device may have been reconfigured: take its calibration again.
-                        if spec.info is not None:
-                            info = spec.info
-                            shifts = analyzer.shifts_for(info.calibration_nm, info.laser_nm, info.pixel_count)
-                        continue
-                    backoff_s = 1.0
-                    codec_ms = spec.transport.decode_ms(event)
-                    _handle_frame(
-                        event, codec_ms, info, shifts, dark, analyzer, bundle, cfg, publisher, stats, out, metrics
-                    )
-                    if cfg.count is not None and stats.spectra >= cfg.count:
-                        break
-                    if controls.pending():
-                        break  # leave the stream to apply a `set` request
-            except BridgeError as err:
-                # Expected device trouble (NACK, timeout, unplugged mid-command): log one line,
-                # back off, and redo the handshake; the daemon never dies of a device fault.
-                log.warning("spectrometer error; retrying", extra={"error": str(err), "retry_in_s": backoff_s})
-                if stop.wait(backoff_s):
-                    break
-                backoff_s = min(backoff_s * 2, 30.0)
-                try:
-                    info, shifts, dark, integration_ms, period_ms = _prepare(spec, cfg, analyzer, port)
-                    # _prepare configured the device from the config: a `set` no longer holds.
-                    averages = cfg.averages
-                    live["integration_ms"], live["averages"], live["info"] = integration_ms, averages, info
-                except (BridgeError, InputError) as again:
-                    log.warning("spectrometer still not ready", extra={"error": str(again)})
+        loop.run(stop)
         spec.close()
         drained = close_publisher()
         remaining = publisher.pending()

@@ -75,7 +75,9 @@ class ExposureTarget:
         if not self.target_snr > 0:
             raise ConfigError(f"auto_exposure_target_snr must be > 0, got {self.target_snr}")
         if not 0.05 <= self.max_peak_fraction <= 0.95:
-            raise ConfigError(f"auto_exposure_max_peak_fraction must be within 0.05..0.95, got {self.max_peak_fraction}")
+            raise ConfigError(
+                f"auto_exposure_max_peak_fraction must be within 0.05..0.95, got {self.max_peak_fraction}"
+            )
         if self.probe_ms < 1 or self.saturated_step <= 1:
             raise ConfigError(f"auto-exposure probe: probe_ms >= 1 and saturated_step > 1, got {self}")
 
@@ -187,3 +189,15 @@ def next_probe_ms(previous: Plan | None, target: ExposureTarget, limits: Exposur
     spot is often measured again; a brighter new one costs a re-probe), else `probe_ms`."""
     t = target.probe_ms if previous is None or previous.kind != "acquire" else max(1, previous.integration_ms // 4)
     return int(min(max(t, limits.integration_min_ms), limits.integration_max_ms, target.probe_ms * 10))
+
+
+def probe_snr(counts: ArrayLike, dark: ArrayLike | None) -> float:
+    """The quality gate's SNR of a raw frame (dark subtracted, despiked, baseline removed), as
+    edge.pipeline computes it, on the native pixel axis."""
+    from edge.preprocess import despike, remove_baseline, signal_to_noise
+
+    y = np.asarray(counts, dtype=np.float64)
+    if dark is not None and np.shape(dark) == y.shape:
+        y = y - np.asarray(dark, dtype=np.float64)
+    y, _ = despike(y)
+    return signal_to_noise(remove_baseline(y))

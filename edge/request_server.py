@@ -87,6 +87,10 @@ class RequestServer:
         log.info("accepting requests", extra={"topic": self.topics.request_prefix + "+", "allowed": list(self.allowed)})
         return self
 
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        """QoS 1 on the request connection (the daemon's retained health message)."""
+        self._client.publish(topic, payload, qos=1, retain=retain)
+
     def wait_subscribed(self, timeout_s: float) -> bool:
         return self._subscribed.wait(timeout_s)
 

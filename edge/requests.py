@@ -20,7 +20,7 @@ from typing import Any
 #: Every command the interface defines (issue 13); `allow_requests` picks among them.
 COMMANDS = ("status", "replay", "acquire", "set", "calibrate", "library/add", "model/activate")
 #: Commands this version implements; an allowed command not listed answers "not implemented".
-IMPLEMENTED = ("status", "replay", "set")
+IMPLEMENTED = ("status", "replay", "set", "acquire", "calibrate", "library/add")
 MAX_REQUEST_BYTES = 64 * 1024
 SCHEMA_PATH = Path(__file__).resolve().parent / "requests.schema.json"
 
@@ -59,7 +59,10 @@ def _validators() -> dict[str, Any]:
 
     schema = json.loads(SCHEMA_PATH.read_text())
     return {
-        cmd: Draft202012Validator({"$defs": schema["$defs"], "$ref": f"#/$defs/{cmd}"})
+        # JSON Pointer: "/" in a key is written "~1" (library/add -> #/$defs/library~1add).
+        cmd: Draft202012Validator(
+            {"$defs": schema["$defs"], "$ref": "#/$defs/" + cmd.replace("~", "~0").replace("/", "~1")}
+        )
         for cmd in COMMANDS
         if cmd in schema["$defs"]
     }

@@ -38,6 +38,10 @@ class Instrument:
     frame_seq: int | None = None
     #: The calibration correction applied to the shift axis (config `shift_offset_cm1`).
     shift_offset_cm1: float = 0.0
+    #: Exposures averaged into the spectrum (the frame's own count); None for file input.
+    averages: int | None = None
+    #: The integration time and averages were chosen by auto-exposure for this spectrum.
+    auto_exposure: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -40,11 +40,13 @@ def test_bad_requests_are_errors_that_name_the_problem(command: str, payload: by
 
 
 def test_allowed_but_unimplemented_command_is_an_error_after_validation() -> None:
-    allowed = ("status", "replay", "acquire")
-    bad = parse_request("acquire", b'{"averages": 0}', allowed)
-    assert isinstance(bad, RequestError) and "minimum" in bad.error
-    r = parse_request("acquire", b'{"averages": 4, "transaction": 7}', allowed)
+    allowed = ("status", "replay", "model/activate")
+    bad = parse_request("model/activate", b'{"name": ""}', allowed)
+    assert isinstance(bad, RequestError) and "non-empty" in bad.error
+    r = parse_request("model/activate", b'{"name": "fmcnn-2", "transaction": 7}', allowed)
     assert isinstance(r, RequestError) and "not implemented" in r.error and r.transaction == 7
+    acq = parse_request("acquire", b'{"averages": 4, "count": 2}', ("acquire",))
+    assert not isinstance(acq, RequestError) and acq.args == {"averages": 4, "count": 2}
 
 
 def test_responses_have_the_fixed_shape() -> None:
