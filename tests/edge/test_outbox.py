@@ -26,12 +26,17 @@ def test_commit_stamps_increasing_seq_and_stable_id(tmp_path: Path, make_result:
     assert [json.loads(row.payload)["id"] for row in rows] == [r.id for r in stamped]
 
 
-def test_wal_mode_and_full_sync(tmp_path: Path, make_result: Callable[..., Result]) -> None:
-    path = tmp_path / "o.sqlite"
-    with Outbox(path, device_id="dev1") as ob:
+def test_wal_mode_and_sync_levels(tmp_path: Path, make_result: Callable[..., Result]) -> None:
+    # Group commit: NORMAL (the WAL is fsync'd by the syncer, once per group); 0 ms: FULL.
+    with Outbox(tmp_path / "g.sqlite", device_id="dev1") as ob:
+        ob.commit(make_result())
+        assert ob._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert ob._db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    with Outbox(tmp_path / "f.sqlite", device_id="dev1", group_commit_ms=0) as ob:
         ob.commit(make_result())
         assert ob._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert ob._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert ob.durable_seq == 1
 
 
 def test_second_connection_sees_committed_row_and_other_process_resumes_seq(
