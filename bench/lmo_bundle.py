@@ -80,7 +80,9 @@ def known_dataset(split: LMOSplit, rows: NDArray[np.int64]) -> Dataset:
     sub = split.ds.subset(rows)
     index = {m: i for i, m in enumerate(split.known_labels)}
     y = np.array([index[split.ds.labels[c]] for c in sub.y], np.int64)
-    return Dataset(sub.X, y, split.known_labels, sub.groups, sub.files, sub.laser_nm, sub.coverage, sub.spec, sub.counts)
+    return Dataset(
+        sub.X, y, split.known_labels, sub.groups, sub.files, sub.laser_nm, sub.coverage, sub.spec, sub.counts
+    )
 
 
 def load_split() -> LMOSplit:

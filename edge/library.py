@@ -105,7 +105,9 @@ def _blocks(x: NDArray[np.float32], block: int) -> NDArray[np.float32]:
     return x[..., :n].reshape(*x.shape[:-1], n // block, block).mean(axis=-1)
 
 
-def _lagged(z: NDArray[np.float32], max_lag: int, step: int = 1, out: NDArray[np.float32] | None = None) -> NDArray[np.float32]:
+def _lagged(
+    z: NDArray[np.float32], max_lag: int, step: int = 1, out: NDArray[np.float32] | None = None
+) -> NDArray[np.float32]:
     """Rows = the standardized query moved by each lag (zero filled; not re-standardized:
     the few points lost at an edge change the norm by well under 1 %)."""
     lags = range(-max_lag, max_lag + 1, step)

@@ -15,6 +15,7 @@ import numpy as np
 import typer
 
 from edge.bundle import Bundle, load_bundle
+from edge.classifier import Classifier
 from edge.errors import EdgeError, UsageError
 from edge.library import LibraryError, ReferenceLibrary, build_library, load_library, save_library
 from edge.preprocess import preprocess
@@ -41,13 +42,23 @@ def open_added(bundle: Bundle, directory: Path) -> ReferenceLibrary | None:
     return load_library(directory, grid_n=bundle.spec.grid_n, model_sha256=bundle.sha256)
 
 
-def add_references(bundle: Bundle, directory: Path, files: list[Path], mineral: str) -> ReferenceLibrary:
+def add_references(
+    bundle: Bundle, directory: Path, files: list[Path], mineral: str, *, classifier: Classifier | None = None
+) -> ReferenceLibrary:
+    """Read, preprocess and embed `files` as references of `mineral`; save the library in `directory`.
+
+    The embedding is the bundle model's own (edge.classifier), so an added reference takes part
+    in the embedding search like the bundle's references; a model without an embedding
+    output stores none. `classifier` reuses an open interpreter (the daemon, benchmarks)."""
     rows, ids = [], []
     for f in files:
         sf = read_spectrum_file(f)
         rows.append(preprocess(sf.shift_cm1, sf.intensity, bundle.spec, corrected=sf.corrected).values)
         ids.append(f"{mineral}:{sf.path.name}")
-    new = build_library((mineral,), np.zeros(len(rows)), ids, np.zeros(len(rows)), np.stack(rows))
+    clf = classifier or Classifier(bundle)
+    embs = [clf.classify(r, k=1).embedding for r in rows]
+    emb = np.stack(embs) if embs and all(e is not None for e in embs) else None
+    new = build_library((mineral,), np.zeros(len(rows)), ids, np.zeros(len(rows)), np.stack(rows), emb)
     old = open_added(bundle, directory)
     lib = new if old is None else old.extended(new)
     save_library(lib, directory, model_sha256=bundle.sha256)

@@ -24,13 +24,13 @@ from edge.bundle import Bundle, load_deconv_weights
 from edge.classifier import Classifier, Prediction
 from edge.deconv import DeconvWeights, Peak, attribution, top_peaks
 from edge.errors import SpectrumError
-from edge.fusion import FusionParams, fuse
+from edge.fusion import Fused, FusionParams, fuse
 from edge.library import Match, ReferenceLibrary, load_library
 from edge.mixture import MixtureParams, fit_mixture
 from edge.preprocess import Prepared, pixel_shifts, preprocess
 from edge.quality import QualityLimits
 
-__all__ = ["Analysis", "Analyzer", "QualityLimits", "classify_library_spectrum"]
+__all__ = ["Analysis", "Analyzer", "Evidence", "QualityLimits", "classify_library_spectrum"]
 
 #: Detector full scale for uint16 counts.
 FULL_SCALE = 65535
@@ -52,6 +52,31 @@ class Analysis:
     mixture: tuple[tuple[str, float], ...] | None = None  # (mineral, fraction), largest first
     latency_ms: dict[str, float] = field(default_factory=dict)
     values: NDArray[np.float32] | None = field(default=None, repr=False)  # model input, for raw publishing
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """The scores behind one identification (`Analyzer.evidence`)."""
+
+    prediction: Prediction  # the CNN (calibrated softmax, optional embedding)
+    sim: NDArray[np.float32] | None = None  # correlation with every reference (hybrid only)
+    lag: NDArray[np.int32] | None = None
+    corr_per_class: NDArray[np.float32] | None = None  # best correlation per class
+    emb_per_class: NDArray[np.float32] | None = None  # best embedding cosine per class
+    fused: Fused | None = None  # the hybrid's fused distribution (None: CNN alone)
+
+    @property
+    def cnn_max_p(self) -> float:
+        return float(np.max(self.prediction.probabilities))
+
+    @property
+    def corr_best(self) -> float:
+        return float(np.max(self.sim)) if self.sim is not None and self.sim.size else float("nan")
+
+    @property
+    def fused_top_p(self) -> float:
+        f = self.fused
+        return float(f.probabilities[f.order[0]]) if f is not None else self.cnn_max_p
 
 
 def _finite_or_none(x: float) -> float | None:
@@ -114,28 +139,39 @@ class Analyzer:
         """Swap the added references (the daemon, on a change of `library_dir`)."""
         self.library = combined_library(self.bundle, library)
 
-    def identify(self, values: NDArray[np.float32]) -> tuple[tuple[tuple[str, float], ...], bool, int, Match | None]:
-        """(top, unknown, class index, match): the one identification path for every caller."""
+    def evidence(self, values: NDArray[np.float32], *, k: int | None = None) -> Evidence:
+        """Every score identification rests on, for one preprocessed spectrum (no mixture fit).
+
+        `identify` is built on this; the benchmarks read the components from it, so what they
+        measure is what the edge decides on."""
         lib = self.library
-        self._last_mixture = None
+        kk = self.top_k if k is None else k
         if lib is None or len(lib) == 0:
-            pred = self.classifier.classify(values, k=self.top_k)
-            return pred.top, pred.unknown, pred.class_index, None
+            return Evidence(self.classifier.classify(values, k=kk))
         pred = self.classifier.classify(values, k=1)
         log_p = np.log(np.maximum(pred.probabilities.astype(np.float64), 1e-12))
         sim, lag = lib.similarities(values)
         corr = lib.per_class(sim)
         emb = None
         # Bundles whose model exports an embedding (issue 11) add the embedding search;
-        # the shipped int8 model has none, so this term is simply skipped.
-        e = getattr(pred, "embedding", None)
-        if e is not None and lib.has_embedding:
-            emb = lib.per_class(lib.embedding_similarities(e))
-        f = fuse(self.fusion, len(lib.minerals), log_p, corr, emb, k=self.top_k)
-        self._last_mixture = fit_mixture(values, lib, sim, lag, self.mixture_params).components
+        # a model without one (the older shipped int8 model) simply skips this term.
+        if pred.embedding is not None and lib.has_embedding:
+            emb = lib.per_class(lib.embedding_similarities(pred.embedding))
+        f = fuse(self.fusion, len(lib.minerals), log_p, corr, emb, k=kk)
+        return Evidence(pred, sim, lag, corr, emb, f)
+
+    def identify(self, values: NDArray[np.float32]) -> tuple[tuple[tuple[str, float], ...], bool, int, Match | None]:
+        """(top, unknown, class index, match): the one identification path for every caller."""
+        self._last_mixture = None
+        ev = self.evidence(values)
+        lib, f = self.library, ev.fused
+        if lib is None or f is None or ev.sim is None:
+            pred = ev.prediction
+            return pred.top, pred.unknown, pred.class_index, None
+        self._last_mixture = fit_mixture(values, lib, ev.sim, ev.lag, self.mixture_params).components
         order = [i for j, i in enumerate(f.order) if j == 0 or f.probabilities[i] >= 1e-4]
         top = tuple((lib.minerals[i], round(float(f.probabilities[i]), 4)) for i in order)
-        return top, f.unknown, int(order[0]), lib.match(sim, lag)
+        return top, f.unknown, int(order[0]), lib.match(ev.sim, ev.lag)
 
     def shifts_for(self, calibration_nm: ArrayLike, laser_nm: float, n_pixels: int) -> NDArray[np.float64]:
         """Raman shift of every pixel from the device's calibration polynomial and laser line,

@@ -76,7 +76,9 @@ def evaluate_bundle(
         "top3": float(np.mean(top3_hit)) if top3_hit else float("nan"),
         "macro_f1": macro_f1(yt, yp) if yt.size else float("nan"),
         "flagged_unknown_fraction": float(flags.mean()) if flags.size else float("nan"),
-        "accuracy_when_not_flagged": float((yt == yp)[~flags].mean()) if flags.size and not flags.all() else float("nan"),
+        "accuracy_when_not_flagged": (
+            float((yt == yp)[~flags].mean()) if flags.size and not flags.all() else float("nan")
+        ),
         "per_class": per_class,
     }
     if out is not None:

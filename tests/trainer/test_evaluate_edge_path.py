@@ -89,6 +89,7 @@ def test_evaluate_uses_an_added_library(exported: tuple[Path, Any], tmp_path: Pa
     """A mineral the model never saw, taught with `edge library add`'s function, is scored."""
     from edge.bundle import load_bundle
     from edge.library_cli import add_references
+    from edge.pipeline import Analyzer
     from trainer.evaluate import evaluate_bundle
     from trainer.rruff import iter_files, parse_filename
 
@@ -104,6 +105,13 @@ def test_evaluate_uses_an_added_library(exported: tuple[Path, Any], tmp_path: Pa
             break
     (tmp_path / "data").mkdir()
     files[1].rename(tmp_path / "data" / files[1].name)
-    add_references(load_bundle(out), tmp_path / "added", files[:1], "Hematite")
+    b = load_bundle(out)
+    added = add_references(b, tmp_path / "added", files[:1], "Hematite")
+    # embedded with the bundle's model when it has an embedding output, like the bundle's library
+    from edge.pipeline import bundle_library
+
+    base = bundle_library(b)
+    assert base is not None and added.has_embedding == base.has_embedding
+    assert Analyzer(b, library=added).library.has_embedding == base.has_embedding  # type: ignore[union-attr]
     report = evaluate_bundle(out, tmp_path / "data", library_dir=tmp_path / "added")
     assert report["n_unknown_label"] == 0 and report["n"] + report["n_rejected"] == 1
