@@ -64,9 +64,7 @@ def probe(
 @app.command()
 def simulate(
     link: Annotated[str | None, typer.Option(help="Stable symlink to the pty, e.g. /tmp/ttyRAMAN0.")] = None,
-    spectra: Annotated[
-        Path | None, typer.Option(help="RRUFF folder or zip (default: built-in sample tray).")
-    ] = None,
+    spectra: Annotated[Path | None, typer.Option(help="RRUFF folder or zip (default: built-in sample tray).")] = None,
     laser_nm: Annotated[float, typer.Option("--laser-nm")] = 785.0,
     pixels: Annotated[int, typer.Option()] = 1024,
     rate: Annotated[float, typer.Option(help="Stale-stream / line-mode rate, Hz.")] = 5.0,
@@ -158,7 +156,7 @@ def simulate(
         s = emu.stats
         typer.echo(
             f"sent {s.spectra_sent} spectra, {s.frames_sent} frames; dropped {s.dropped}, "
-            f"corrupted {s.corrupted}, disconnects {s.disconnects}",
+            f"corrupted {s.corrupted}, disconnects {s.disconnects}, tx_overflow {s.tx_overflow}",
             err=True,
         )
     sys.exit(0)

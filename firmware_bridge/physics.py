@@ -21,6 +21,7 @@ Steps, in the order light meets the instrument:
 
 from __future__ import annotations
 
+import functools
 import zlib
 from dataclasses import dataclass, replace
 
@@ -137,9 +138,16 @@ def raman_on_pixels(shift_cm1: ArrayLike, intensity: ArrayLike, model: Instrumen
     return signal / peak if peak > 0 else signal
 
 
+@functools.lru_cache(maxsize=8)
+def _unit_axis(pixels: int) -> FloatArray:
+    axis = np.linspace(0.0, 1.0, pixels)
+    axis.setflags(write=False)
+    return axis
+
+
 def fluorescence_background(model: InstrumentModel, rng: np.random.Generator) -> FloatArray:
     """A broad, smooth, positive background with peak 1.0 (shape drawn from `rng`)."""
-    x = np.linspace(0.0, 1.0, model.pixels)
+    x = _unit_axis(model.pixels)
     centre = rng.uniform(0.2, 1.2)
     width = rng.uniform(0.5, 1.2)
     tilt = rng.uniform(-0.3, 0.3)
@@ -150,7 +158,15 @@ def fluorescence_background(model: InstrumentModel, rng: np.random.Generator) ->
 
 def _fixed_pattern(model: InstrumentModel) -> FloatArray:
     # Fixed for an instrument (same every frame), so seeded from the model, not from `rng`.
-    return np.random.default_rng(model.pixels).normal(0.0, model.fixed_pattern_counts, model.pixels)
+    return _fixed_pattern_for(model.pixels, model.fixed_pattern_counts)
+
+
+@functools.lru_cache(maxsize=8)
+def _fixed_pattern_for(pixels: int, spread_counts: float) -> FloatArray:
+    # Cached: a fast emulator serves 1,000 frames/s and this never changes for an instrument.
+    pattern = np.random.default_rng(pixels).normal(0.0, spread_counts, pixels)
+    pattern.setflags(write=False)
+    return pattern
 
 
 def _sample_brightness(intensity: ArrayLike, spread: float) -> float:
@@ -168,19 +184,23 @@ def simulate_counts(
     *,
     dark: bool = False,
     fluorescence: FloatArray | None = None,
+    raman: FloatArray | None = None,
 ) -> NDArray[np.uint16]:
     """One detector readout (uint16 counts per pixel) of a library spectrum.
 
     `dark=True` simulates a laser-off exposure (offset, dark current, noise, cosmics only).
     `fluorescence` lets a caller keep one background shape across frames of a sample;
-    by default a new shape is drawn from `rng`.
+    by default a new shape is drawn from `rng`. `raman` is `raman_on_pixels(shift_cm1,
+    intensity, model)` computed once by a caller that exposes the same sample many times
+    (the emulator): the clean signal does not change between frames, only the noise.
     """
     n = model.pixels
     t = float(model.integration_ms)
     avg = max(1, int(model.averages))
     electrons = np.full(n, model.dark_current_e_per_ms * t)
     if not dark:
-        raman = raman_on_pixels(shift_cm1, intensity, model)
+        if raman is None:
+            raman = raman_on_pixels(shift_cm1, intensity, model)
         fluo = fluorescence if fluorescence is not None else fluorescence_background(model, rng)
         bright = _sample_brightness(intensity, model.sample_brightness_spread)
         electrons += model.signal_e_per_ms * bright * t * (raman + model.fluorescence_ratio * fluo)
