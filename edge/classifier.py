@@ -56,67 +56,151 @@ class Prediction:
     top: tuple[tuple[str, float], ...]  # best first
     unknown: bool
     class_index: int
-    logits: NDArray[np.float32] | None = None  # (n_classes,), dequantised int8 logits
+    logits: NDArray[np.float32] | None = None  # (n_classes,)
     embedding: NDArray[np.float32] | None = None  # (d,), L2-normalised penultimate vector
 
 
-class Classifier:
-    """One interpreter per process (not thread-safe: the daemon calls it from one thread)."""
+@dataclass(frozen=True)
+class Head:
+    """The logits layer, run on the host in float32: logits = embedding @ w + b.
 
-    def __init__(self, bundle: Bundle, *, runtime: str | None = None, num_threads: int = 1) -> None:
+    Exported bundles keep it out of model.tflite: the int8 body's rounding then reaches the
+    decision only through the embedding, and there is no int8/int16 logits tensor whose step
+    would tie the top of 1,203 classes (docs/bundle.md, "Logits on the host").
+    """
+
+    w: NDArray[np.float32]  # (d, n_classes)
+    b: NDArray[np.float32]  # (n_classes,)
+
+
+class TFLiteNet:
+    """One quantised TFLite model: quantise the input, invoke, dequantise every output.
+
+    The only place that talks to a TFLite interpreter for inference (edge classify, the daemon,
+    `trainer export`'s calibration choice and parity all come through here). `model_path` or
+    `model_content` (bytes); `n_logits` tells the logits output from the embedding by width.
+    """
+
+    def __init__(
+        self,
+        *,
+        model_path: str | os.PathLike[str] | None = None,
+        model_content: bytes | None = None,
+        n_logits: int,
+        head: Head | None = None,
+        runtime: str | None = None,
+        num_threads: int = 1,
+    ) -> None:
         interp_cls, self.runtime = load_interpreter_class(runtime)
-        self.bundle = bundle
+        where = str(model_path) if model_path is not None else "model"
         try:
-            self._interp = interp_cls(model_path=str(bundle.model_path), num_threads=num_threads)
+            if model_path is not None:
+                self._interp = interp_cls(model_path=str(model_path), num_threads=num_threads)
+            else:
+                self._interp = interp_cls(model_content=model_content, num_threads=num_threads)
             self._interp.allocate_tensors()
         except (ValueError, RuntimeError) as err:
-            raise BundleError(f"{bundle.model_path}: the runtime cannot load it ({err})") from err
+            raise BundleError(f"{where}: the runtime cannot load it ({err})") from err
+        self.head = head
         inp = self._interp.get_input_details()[0]
         outs = self._interp.get_output_details()
-        # Outputs are told apart by width: logits have one per label, the embedding the rest.
-        by_width = [o for o in outs if int(o["shape"][-1]) == len(bundle.labels)]
-        out = by_width[0] if by_width else outs[0]
-        others = [o for o in outs if o["index"] != out["index"]]
-        self._emb = others[0] if others else None
-        self._in_index, self._out_index = inp["index"], out["index"]
-        self._in_dtype, self._out_dtype = inp["dtype"], out["dtype"]
-        self._in_q = inp["quantization"]
-        self._out_q = out["quantization"]
-        # Bundles with a fitted temperature output logits (softmax on the host); older ones
-        # output int8 softmax probabilities directly.
-        temp = bundle.manifest.get("temperature")
-        self.temperature: float | None = float(temp["value"]) if isinstance(temp, dict) else None
-        expected = (1, bundle.spec.grid_n, 1)
-        if tuple(inp["shape"]) != expected:
-            raise BundleError(
-                f"{bundle.model_path}: input shape {tuple(inp['shape'])} does not match the "
-                f"preprocessing grid {expected}"
-            )
-        if int(out["shape"][-1]) != len(bundle.labels):
-            raise BundleError(f"{bundle.model_path}: {out['shape'][-1]} outputs but {len(bundle.labels)} labels")
+        self.input_shape = tuple(int(v) for v in inp["shape"])
+        self._in_index, self._in_dtype, self._in_q = inp["index"], inp["dtype"], inp["quantization"]
+        self.input_quantization = {"dtype": np.dtype(self._in_dtype).name, "scale": float(self._in_q[0]), "zero_point": int(self._in_q[1])}
+        if head is not None:
+            widths = [int(o["shape"][-1]) for o in outs]
+            if len(outs) != 1 or widths[0] != head.w.shape[0]:
+                raise BundleError(
+                    f"{where}: a bundle with a host head needs one embedding output of width "
+                    f"{head.w.shape[0]}, the model has outputs of width {widths}"
+                )
+            self._logits, self._emb = None, outs[0]
+        else:
+            # Outputs are told apart by width: logits have one per label, the embedding the rest.
+            by_width = [o for o in outs if int(o["shape"][-1]) == n_logits]
+            if not by_width:
+                raise BundleError(
+                    f"{where}: {[int(o['shape'][-1]) for o in outs]} outputs but {n_logits} labels"
+                )
+            self._logits = by_width[0]
+            others = [o for o in outs if o["index"] != self._logits["index"]]
+            self._emb = others[0] if others else None
 
-    def _run(self, values: NDArray[np.float32]) -> tuple[NDArray[np.float32], NDArray[np.float32] | None]:
+    @staticmethod
+    def _q(o: dict[str, Any] | None) -> dict[str, Any] | None:
+        if o is None:
+            return None
+        return {
+            "width": int(o["shape"][-1]),
+            "dtype": np.dtype(o["dtype"]).name,
+            "scale": float(o["quantization"][0]),
+            "zero_point": int(o["quantization"][1]),
+        }
+
+    @property
+    def output_quantization(self) -> dict[str, Any]:
+        """{"logits": ... or None (host head), "embedding": ... or None}: dtype, scale, zero point."""
+        return {"logits": self._q(self._logits), "embedding": self._q(self._emb)}
+
+    def run(self, values: NDArray[np.float32]) -> tuple[NDArray[np.float32], NDArray[np.float32] | None]:
+        """(logits, L2-normalised embedding or None) for one model-grid spectrum."""
         x = np.asarray(values, dtype=np.float32).reshape(1, -1, 1)
-        if x.shape[1] != self.bundle.spec.grid_n:
-            raise SpectrumError(f"model input must have {self.bundle.spec.grid_n} points, got {x.shape[1]}")
+        if x.shape[1] != self.input_shape[1]:
+            raise SpectrumError(f"model input must have {self.input_shape[1]} points, got {x.shape[1]}")
         if self._in_dtype in (np.int8, np.uint8, np.int16):
             scale, zero = self._in_q
             info = np.iinfo(self._in_dtype)
             x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(self._in_dtype)
         self._interp.set_tensor(self._in_index, x)
         self._interp.invoke()
-        out = _dequantise(self._interp.get_tensor(self._out_index)[0], self._out_dtype, self._out_q)
         emb = None
         if self._emb is not None:
             emb = _dequantise(
                 self._interp.get_tensor(self._emb["index"])[0], self._emb["dtype"], self._emb["quantization"]
             )
+        if self.head is not None:
+            assert emb is not None
+            out = (emb @ self.head.w + self.head.b).astype(np.float32)
+        else:
+            assert self._logits is not None
+            out = _dequantise(
+                self._interp.get_tensor(self._logits["index"])[0], self._logits["dtype"], self._logits["quantization"]
+            )
+        if emb is not None:
             # L2-normalised on the host: only its direction is meant for matching.
             emb = (emb / max(float(np.linalg.norm(emb)), 1e-12)).astype(np.float32)
         return out, emb
 
+
+class Classifier:
+    """One interpreter per process (not thread-safe: the daemon calls it from one thread)."""
+
+    def __init__(self, bundle: Bundle, *, runtime: str | None = None, num_threads: int = 1) -> None:
+        self.bundle = bundle
+        self.net = TFLiteNet(
+            model_path=bundle.model_path,
+            n_logits=len(bundle.labels),
+            head=load_head(bundle),
+            runtime=runtime,
+            num_threads=num_threads,
+        )
+        self.runtime = self.net.runtime
+        # Bundles with a fitted temperature output logits (softmax on the host); older ones
+        # output int8 softmax probabilities directly.
+        temp = bundle.manifest.get("temperature")
+        self.temperature: float | None = float(temp["value"]) if isinstance(temp, dict) else None
+        expected = (1, bundle.spec.grid_n, 1)
+        if self.net.input_shape != expected:
+            raise BundleError(
+                f"{bundle.model_path}: input shape {self.net.input_shape} does not match the "
+                f"preprocessing grid {expected}"
+            )
+
+    def _run(self, values: NDArray[np.float32]) -> tuple[NDArray[np.float32], NDArray[np.float32] | None]:
+        return self.net.run(values)
+
     def logits(self, values: NDArray[np.float32]) -> NDArray[np.float32]:
-        """Dequantised logits (for old softmax-output bundles: the probabilities themselves)."""
+        """Logits (for old softmax-output bundles: the probabilities themselves)."""
         return self._run(values)[0]
 
     def probabilities(self, values: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -136,6 +220,30 @@ class Classifier:
         top = tuple((self.bundle.labels[i], round(float(p[i]), 4)) for i in order)
         unknown = bool(p[order[0]] < self.bundle.unknown_threshold)
         return Prediction(p, top, unknown, int(order[0]), logits, emb)
+
+
+def load_head(bundle: Bundle) -> Head | None:
+    """The bundle's host-side logits layer (head.npz), or None for bundles whose model.tflite
+    outputs logits itself."""
+    if "head" not in bundle.manifest:
+        return None
+    path = bundle.path / "head.npz"
+    if "head.npz" not in bundle.manifest.get("files", {}):
+        raise BundleError(f"{bundle.path}: manifest names a host head but records no SHA-256 for head.npz")
+    try:
+        with np.load(path) as z:
+            w, b = np.asarray(z["w"], np.float32), np.asarray(z["b"], np.float32)
+    except (OSError, ValueError, KeyError) as err:
+        raise BundleError(f"{path}: cannot read the logits head ({err})") from err
+    n = len(bundle.labels)
+    if w.ndim != 2 or w.shape[1] != n or b.shape != (n,):
+        raise BundleError(f"{path}: head shapes w {w.shape}, b {b.shape} do not fit {n} labels")
+    return Head(w=np.ascontiguousarray(w), b=b)
+
+
+def save_head(w: NDArray[np.floating], b: NDArray[np.floating], path: str | os.PathLike[str]) -> None:
+    """Write head.npz (float32: 96 x 1,203 is 0.46 MB; float16 would move near-tie decisions)."""
+    np.savez_compressed(path, w=np.asarray(w, np.float32), b=np.asarray(b, np.float32))
 
 
 def _dequantise(y: NDArray[Any], dtype: Any, quant: tuple[float, int]) -> NDArray[np.float32]:
