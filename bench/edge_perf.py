@@ -7,13 +7,16 @@ Writes edge_perf_latency.{json,md,png}. The whole process is pinned to one core 
 thread, because the device runs one acquisition thread per spectrometer and we want the
 time of one spectrum, not of a parallel speed-up on a shared machine.
 
-1. Pipeline, per spectrum, over `--n` spectra (a pool of distinct emulated frames, reused
-   in rotation): decode (Codec.feed of a binary SPECTRUM frame of 1,024 pixels +
-   next_event), preprocess / classify / deconv (as timed by `Analyzer.analyze_counts`,
-   dark frame subtracted as in the daemon), and commit (`edge.daemon.build_result` +
-   `Outbox.commit`, SQLite WAL + synchronous=FULL in a temporary directory, so one fsync per
-   result on whatever filesystem that is; recorded). Publish (MQTT) is not measured: it
-   needs a broker and runs on the publisher thread, off the acquisition path.
+1. Pipeline, per spectrum, over `--n` spectra for each detector size in `--pixels`
+   (default 1,024 and 1,360; a pool of distinct emulated frames, reused in rotation):
+   decode (Codec.feed of a binary SPECTRUM frame + next_event), preprocess / classify /
+   deconv (as timed by `Analyzer.analyze_counts`, dark frame subtracted as in the daemon),
+   and commit (`edge.daemon.build_result` + `Outbox.commit` in a temporary directory: the
+   WAL write on the acquisition thread; the group fsync runs on the outbox's syncer thread,
+   and its commit-to-durable time is reported separately). CPU time per spectrum
+   (process CPU time over the loop / spectra) is the number that predicts a slower core.
+   Publish (MQTT) is not measured: it needs a broker and runs on the publisher thread, off
+   the acquisition path.
 2. Classification alone, on the model inputs the pipeline produced, measured in interleaved
    rounds so machine noise hits every variant alike: the bundle's int8 model in LiteRT
    (`Classifier.probabilities`: quantise, invoke, dequantise), the float32 TFLite model
@@ -81,6 +84,7 @@ from trainer.rruff import DEFAULT_RRUFF_PATH, load_rruff, select  # noqa: E402
 
 NAME = "edge_perf_latency"
 STAGES = ("decode", "preprocess", "classify", "deconv", "commit", "total")
+PIXELS = (1024, 1360)
 
 #: The emulated instrument for the latency run (a typical, accepted spectrum: what matters
 #: is that the spectra pass the gate, so every stage runs).
@@ -134,14 +138,14 @@ def ms(dt_s: float) -> float:
 
 
 def make_frames(
-    analyzer: Analyzer, rruff: Path, n_pool: int, seed: int
+    analyzer: Analyzer, rruff: Path, n_pool: int, seed: int, pixels: int
 ) -> tuple[list[bytes], np.ndarray, np.ndarray, InstrumentModel, list[np.ndarray]]:
     """Encoded SPECTRUM frames of emulated spectra (device side of the codec), shifts, dark."""
     spectra, _ = load_rruff(rruff, minerals=set(analyzer.bundle.labels))
     chosen, _ = select(spectra, "paper")
     rng = np.random.default_rng(seed)
     picks = [chosen[i] for i in rng.choice(len(chosen), size=n_pool, replace=n_pool > len(chosen))]
-    model = InstrumentModel.default(**INSTRUMENT)  # type: ignore[arg-type]
+    model = InstrumentModel.default(**{**INSTRUMENT, "pixels": pixels})  # type: ignore[arg-type]
     device = Codec("binary")
     frames, raw = [], []
     for k, s in enumerate(picks):
@@ -195,7 +199,7 @@ def run_pipeline(
                 frame_seq=event.seq,  # type: ignore[union-attr]
                 decode_ms=round(ms(t1 - t0), 3),
             )
-            outbox.commit(result)
+            outbox.commit(result)  # WAL write; the group fsync follows on the syncer thread
             t3 = time.perf_counter()
             statuses[a.status] = statuses.get(a.status, 0) + 1
             times["decode"].append(ms(t1 - t0))
@@ -203,12 +207,20 @@ def run_pipeline(
                 if s in a.latency_ms:
                     times[s].append(a.latency_ms[s])
             times["analyze_wall"].append(ms(t2 - t1))
-            # build_result + to_json + SQLite transaction with fsync: what the daemon pays.
+            # build_result + to_json + SQLite transaction (WAL write): what the daemon pays.
             times["commit"].append(ms(t3 - t2))
             times["total"].append(ms(t3 - t0))
             if a.values is not None and len(values) < len(frames):
                 values.append(a.values)
-        info = {"statuses": statuses, "codec_errors": host.stats.error_count, "outbox_stats": outbox.stats().__dict__}
+        outbox.wait_durable(timeout_s=10)
+        # Commit start -> fsync done, per result (what a result waits before it may be published).
+        times["commit_to_durable"] = [r.commit_ms for r in outbox.peek(limit=n + 1) if r.commit_ms is not None]
+        info = {
+            "statuses": statuses,
+            "codec_errors": host.stats.error_count,
+            "outbox_stats": outbox.stats().__dict__,
+            "group_commit_ms": outbox.group_commit_s * 1e3,
+        }
     return times, values, info
 
 
@@ -223,7 +235,7 @@ def keras_model_for(bundle: Any, path: Path | None, rruff: Path, quick: bool) ->
     arch_dict = bundle.manifest.get("training", {}).get("config", {}).get("arch")
     arch = ArchConfig(**arch_dict) if arch_dict else ArchConfig()
     if path is not None and path.is_file():
-        m = keras.models.load_model(path, compile=False)
+        m = logits_only(keras.models.load_model(path, compile=False))
         if tuple(m.input_shape[1:]) == (bundle.spec.grid_n, 1) and m.output_shape[-1] == len(bundle.labels):
             return m, {"source": str(path), "note": "the Keras model the bundle was exported from (if it matches)"}
         log(f"{path} does not match the bundle ({m.input_shape} -> {m.output_shape}); training a stand-in")
@@ -251,8 +263,18 @@ def float_tflite(model: Any) -> bytes:
 
     from trainer.fmcnn import fold_batchnorm
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(fold_batchnorm(model))
+    converter = tf.lite.TFLiteConverter.from_keras_model(logits_only(fold_batchnorm(model)))
     return bytes(converter.convert())
+
+
+def logits_only(model: Any) -> Any:
+    """The logits output of an FMCNN: inference models also output the embedding (issue 11),
+    and output order in a converted TFLite model is not guaranteed, so pick it by layer name."""
+    import keras
+
+    if len(model.outputs) == 1:
+        return model
+    return keras.Model(model.input, model.get_layer("logits").output, name=f"{model.name}_logits")
 
 
 class Int8Invoke:
@@ -438,6 +460,7 @@ def f2(x: float) -> str:
 
 def markdown(data: dict[str, Any]) -> str:
     p, m = data["parameters"], data["machine"]
+    runs = data["pipeline_by_pixels"]
     lines = [
         "# Edge latency per spectrum",
         "",
@@ -448,23 +471,39 @@ def markdown(data: dict[str, Any]) -> str:
         "(the machine is shared: read ratios, not absolute values). "
         f"Bundle `{p['bundle']}` ({p['n_classes']} classes). Run {data['run_seconds']:.0f} s.",
         "",
-        f"## Pipeline stages ({p['n_pipeline']} spectra, {p['n_pool']} distinct emulated frames of "
-        f"{p['pixels']} pixels, outbox on {p['outbox_fs']})",
+        f"## Pipeline stages ({p['n_pipeline']} spectra per detector size, {p['n_pool']} distinct emulated "
+        f"frames, outbox on {p['outbox_fs']}, group commit {data['pipeline_info']['group_commit_ms']:g} ms)",
         "",
     ]
     rows = []
-    for s in STAGES:
-        q = data["pipeline"][s]
-        rows.append([s, q.get("n", 0), f2(q["p50"]), f2(q["p90"]), f2(q["p99"]), f2(q["mean"]), f2(q["max"])])
-    lines.append(md_table(["stage", "n", "p50 ms", "p90 ms", "p99 ms", "mean ms", "max ms"], rows))
+    for px, run in runs.items():
+        for s in [*STAGES, "commit_to_durable"]:
+            q = run["stages"][s]
+            rows.append([px, s, q.get("n", 0), f2(q["p50"]), f2(q["p90"]), f2(q["p99"]), f2(q["mean"]), f2(q["max"])])
+    lines.append(md_table(["pixels", "stage", "n", "p50 ms", "p90 ms", "p99 ms", "mean ms", "max ms"], rows))
+    cpu_rows = [
+        [
+            px,
+            f"{run['info']['cpu_ms_per_spectrum']:.3f}",
+            f"{run['info']['cpu_share']:.2f}",
+            f"{1000.0 / run['info']['cpu_ms_per_spectrum']:.0f}",
+            run["info"]["statuses"],
+        ]
+        for px, run in runs.items()
+    ]
     lines += [
         "",
+        md_table(
+            ["pixels", "CPU ms / spectrum", "CPU share", "spectra/s per core (1000 / CPU ms)", "statuses"], cpu_rows
+        ),
+        "",
         "decode = Codec.feed + next_event of one binary SPECTRUM frame; commit = build_result + Outbox.commit "
-        "(SQLite WAL, synchronous=FULL: one fsync per result); total = decode..commit wall time. "
-        "Publish (MQTT) not measured (publisher thread, needs a broker). "
-        f"Statuses: {data['pipeline_info']['statuses']}. CPU share (process CPU time / wall time; below 1 "
-        f"means the pinned core was also busy with other work or we waited on fsync): "
-        f"{data['pipeline_info']['cpu_share']:.2f}.",
+        "(the WAL write on the acquisition thread; SQLite synchronous=NORMAL); commit_to_durable = commit start "
+        "until the outbox's group fsync completed (syncer thread; a result is published only after it); "
+        "total = decode..commit wall time. Publish (MQTT) not measured (publisher thread, needs a broker). "
+        "The shipped bundle has no reference library, so classify is the int8 CNN alone. "
+        "CPU share = process CPU time / wall time (includes the syncer thread; below 1 means the pinned core "
+        "was also busy with other work).",
         "",
         "## Classification alone (same inputs, interleaved rounds)",
         "",
@@ -518,7 +557,7 @@ def markdown(data: dict[str, Any]) -> str:
         ["load_bundle + Analyzer (SHA-256 check, interpreter, deconv weights)", f2(cm["load_bundle_analyzer_ms"])],
         ["first classification", f2(cm["first_classify_ms"])],
         ["cold start = import + load + first classification", f2(cm["cold_start_ms"])],
-        ["first full analysis (lazy imports: pybaselines)", f2(cm["first_analysis_ms"])],
+        ["first full analysis (after the first classification)", f2(cm["first_analysis_ms"])],
         ["whole subprocess wall time", f2(data["cold"]["process_wall_ms_median"])],
         ["peak RSS (MB)", f"{cm['peak_rss_mb']:.0f}"],
     ]
@@ -548,7 +587,8 @@ def plot(data: dict[str, Any], path: Path) -> None:
     a1.bar(xs + 0.2, [data["pipeline"][s]["p99"] for s in st], 0.4, label="p99")
     a1.set_xticks(xs, st)
     a1.set_ylabel("ms per spectrum")
-    a1.set_title(f"pipeline stages (total p50 {data['pipeline']['total']['p50']:.1f} ms)")
+    total_p50 = data["pipeline"]["total"]["p50"]
+    a1.set_title(f"pipeline stages, {data['parameters']['pixels']} px (total p50 {total_p50:.1f} ms)")
     a1.legend()
     names = [
         "int8_litert",
@@ -590,7 +630,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--outbox-dir", type=Path, default=None, help="where the temporary outbox lives (default: TMPDIR)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--pixels", default=",".join(map(str, PIXELS)), help="detector sizes, comma-separated")
     args = ap.parse_args(argv)
+    pixel_sizes = [int(x) for x in args.pixels.split(",")]
     t_start = time.perf_counter()
     machine = machine_info()
     n = args.n or (300 if args.quick else 5000)
@@ -605,16 +647,29 @@ def main(argv: list[str] | None = None) -> int:
     log(
         f"pinned to core {sorted(os.sched_getaffinity(0))}; bundle {bundle.name}, runtime {analyzer.classifier.runtime}"
     )
-    frames, shifts, dark, model, raw = make_frames(analyzer, args.rruff, n_pool, args.seed)
-    log(f"{len(frames)} frames of {model.pixels} pixels ({len(frames[0])} bytes on the wire); running {n} spectra")
+    by_pixels: dict[int, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-outbox-", dir=args.outbox_dir) as tmp:
         outbox_fs = fs_type(Path(tmp))
-        c0, w0 = time.process_time(), time.perf_counter()
-        times, values, pinfo = run_pipeline(analyzer, frames, shifts, dark, model, n, Path(tmp))
-        pinfo["cpu_share"] = (time.process_time() - c0) / (time.perf_counter() - w0)
+        for px in pixel_sizes:
+            frames, shifts, dark, model, raw = make_frames(analyzer, args.rruff, n_pool, args.seed, px)
+            log(f"{len(frames)} frames of {px} pixels ({len(frames[0])} bytes on the wire); running {n} spectra")
+            c0, w0 = time.process_time(), time.perf_counter()
+            times, values, pinfo = run_pipeline(analyzer, frames, shifts, dark, model, n, Path(tmp) / f"px{px}")
+            cpu = time.process_time() - c0
+            pinfo["cpu_share"] = cpu / (time.perf_counter() - w0)
+            pinfo["cpu_ms_per_spectrum"] = cpu * 1e3 / n
+            by_pixels[px] = {
+                "stages": {s: percentiles(times[s]) for s in [*STAGES, "analyze_wall", "commit_to_durable"]},
+                "info": pinfo,
+                "frame_bytes": len(frames[0]),
+            }
+            log(
+                f"{px} px: "
+                + ", ".join(f"{s} p50 {np.median(times[s]):.3f} ms" for s in STAGES)
+                + f"; CPU {pinfo['cpu_ms_per_spectrum']:.3f} ms/spectrum"
+            )
         probe = Path(tmp) / "probe.npz"
         np.savez(probe, values=values[0], counts=raw[0], shifts=shifts, dark=dark)
-        log("pipeline: " + ", ".join(f"{s} p50 {np.median(times[s]):.3f} ms" for s in STAGES))
         cold = cold_start(str(args.model or ""), probe, reps)
         log(
             f"cold start median {cold['median']['cold_start_ms']:.0f} ms, peak RSS "
@@ -645,6 +700,7 @@ def main(argv: list[str] | None = None) -> int:
             "n_pipeline": n,
             "n_pool": n_pool,
             "pixels": model.pixels,
+            "pixel_sizes": pixel_sizes,
             "frame_bytes": len(frames[0]),
             "instrument": INSTRUMENT,
             "dark_subtracted": "one cosmic-ray-free dark frame",
@@ -663,7 +719,9 @@ def main(argv: list[str] | None = None) -> int:
             },
             "seed": args.seed,
         },
-        "pipeline": {s: percentiles(times[s]) for s in [*STAGES, "analyze_wall"]},
+        # "pipeline" is the last detector size (1,360 by default), kept for bench/readme_results.py.
+        "pipeline": by_pixels[pixel_sizes[-1]]["stages"],
+        "pipeline_by_pixels": by_pixels,
         "pipeline_info": pinfo,
         "classify": {k: percentiles(v) for k, v in ctimes.items()},
         "classify_ratio_vs_int8": {

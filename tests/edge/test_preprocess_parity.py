@@ -78,8 +78,9 @@ def test_baseline_system_is_cached_and_read_only() -> None:
     # lam * D'D, rebuilt densely: the bands are its upper diagonals.
     d = np.diff(np.eye(1360), n=2, axis=0)
     dense = 1e5 * d.T @ d
-    for k in range(3):
-        np.testing.assert_allclose(a.penalty_bands[2 - k, k:], np.diag(dense, k), rtol=1e-12)
+    for k in range(3):  # LAPACK lower band storage: row k holds the k-th subdiagonal
+        np.testing.assert_allclose(a.penalty_bands[k, : 1360 - k], np.diag(dense, -k), rtol=1e-12)
+        assert np.all(a.penalty_bands[k, 1360 - k :] == 0)
 
 
 @pytest.mark.parametrize("size", [5, 7, 11])
