@@ -12,6 +12,7 @@ outbox and are sent by the next run), 1 for setup errors (printed as one line by
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import sys
 import threading
@@ -371,6 +372,19 @@ LIBRARY_POLL_S = 2.0
 MAX_ACQUIRE_REQUEST_MS = 600_000
 #: Probes per auto-exposed spectrum at most (a saturated probe is retried 8x shorter).
 MAX_PROBES = 4
+#: The device turns its laser off when it hears nothing from the host for its watchdog time
+#: (docs/protocol.md, 5 s by default). A single exposure that long is silent on the host side,
+#: so before one the daemon re-arms the laser with a watchdog this much longer than the exposure.
+WATCHDOG_MARGIN_S = 5
+
+
+def _laser_was_on(spec: Any, frame: Any) -> bool:
+    """False when a binary device says the laser was off during the exposure (watchdog tripped)."""
+    from firmware_bridge.messages import SpectrumFlag
+
+    if getattr(spec, "_line", False):  # text-mode devices have no laser flag
+        return True
+    return bool(frame.flags & SpectrumFlag.LASER_ON)
 
 
 class Acquisition:
@@ -403,6 +417,7 @@ class Acquisition:
         self.library = library
         self.auto_exposure = cfg.auto_exposure
         self.last_plan: Any = None
+        self.watchdog_s = 0  # laser watchdog armed by this loop (0: the device's default)
         self.next_library_poll = 0.0
         interval = cfg.calibration_check_interval_s
         self.next_check = time.monotonic() if interval > 0 else None
@@ -415,6 +430,7 @@ class Acquisition:
         )
         # _prepare configured the device from the config: a `set` no longer holds.
         self.averages = self.cfg.averages
+        self.watchdog_s = 0
         self.live.update(
             integration_ms=self.integration_ms,
             averages=self.averages,
@@ -508,6 +524,25 @@ class Acquisition:
             auto_exposure=auto,
         )
 
+    def arm_watchdog(self, exposure_ms: float) -> None:
+        from firmware_bridge.messages import DEFAULT_WATCHDOG_S
+
+        need_s = int(math.ceil(exposure_ms / 1000.0)) + WATCHDOG_MARGIN_S
+        if need_s > max(self.watchdog_s, DEFAULT_WATCHDOG_S):
+            self.spec.laser(True, watchdog_s=min(need_s, 65535))
+            self.watchdog_s = need_s
+
+    def acquire_frames(self, n: int, exposure_ms: float) -> list[Any]:
+        """`n` spectra at the configured exposure; the laser watchdog is re-armed first when one
+        exposure would outlast it, and the laser switched on again if it tripped anyway."""
+        self.arm_watchdog(exposure_ms)
+        frames = self.spec.acquire(n)
+        if frames and not all(_laser_was_on(self.spec, f) for f in frames):
+            log.warning("the laser was off during an exposure (watchdog?); switching it on and retrying")
+            self.spec.laser(True, watchdog_s=max(self.watchdog_s, 0))
+            frames = self.spec.acquire(n)
+        return frames
+
     def exposure_limits(self) -> Any:
         from edge.exposure import ExposureLimits
 
@@ -518,25 +553,36 @@ class Acquisition:
             max_acquisition_ms=max(self.cfg.max_acquisition_ms, self.info.integration_min_ms),
         )
 
-    def plan_auto(self) -> Any:
-        """Probe (re-probing shorter while saturated) and plan; the device is left configured
-        for the planned spectrum."""
-        from edge.exposure import ExposureTarget, Plan, measure_probe, next_probe_ms, plan_exposure, probe_snr
+    def _target(self) -> Any:
+        from edge.exposure import ExposureTarget
 
-        limits = self.exposure_limits()
-        target = ExposureTarget(
+        return ExposureTarget(
             target_snr=self.cfg.auto_exposure_target_snr, max_peak_fraction=self.cfg.auto_exposure_max_peak_fraction
         )
-        t, spent = next_probe_ms(self.last_plan, target, limits), 0
+
+    def _measure(self, frame: Any) -> Any:
+        from edge.exposure import measure_probe, probe_snr
+
+        counts = np.asarray(frame.counts)
+        saturated = bool(frame.saturated) or int(counts.max()) >= 65535
+        snr = float("nan") if saturated else probe_snr(counts, self.dark)
+        return measure_probe(counts, self.dark, frame.integration_ms, frame.averages, snr, saturated_flag=saturated)
+
+    def plan_auto(self, first: Any = None, spent: int = 0) -> Any:
+        """Probe (re-probing shorter while saturated) and plan; the device is left configured
+        for the planned spectrum. `first`: a frame already taken that serves as the first probe."""
+        from edge.exposure import Plan, next_probe_ms, plan_exposure
+
+        limits, target = self.exposure_limits(), self._target()
+        t = next_probe_ms(self.last_plan, target, limits)
         plan: Plan | None = None
         for _ in range(MAX_PROBES):
-            self.spec.configure(integration_ms=t, averages=1)
-            frame = self.spec.acquire(1)[0]
-            spent += t
-            counts = np.asarray(frame.counts)
-            saturated = bool(frame.saturated) or int(counts.max()) >= 65535
-            snr = float("nan") if saturated else probe_snr(counts, self.dark)
-            probe = measure_probe(counts, self.dark, t, 1, snr, saturated_flag=saturated)
+            if first is not None:
+                probe, first = self._measure(first), None
+            else:
+                self.spec.configure(integration_ms=t, averages=1)
+                probe = self._measure(self.acquire_frames(1, t)[0])
+                spent += t
             plan = plan_exposure(probe, limits, target, spent_ms=spent)
             if plan.kind == "acquire":
                 break
@@ -556,9 +602,17 @@ class Acquisition:
         return plan
 
     def auto_exposed_spectrum(self) -> Result | None:
+        from edge.exposure import confirms
+
         t0 = time.monotonic()
-        self.plan_auto()
-        frame = self.spec.acquire(1)[0]
+        plan = self.plan_auto()
+        frame = self.acquire_frames(1, plan.total_ms)[0]
+        spent = self.live["last_exposure"]["probe_ms"] + plan.total_ms
+        if spent < self.cfg.max_acquisition_ms and not confirms(plan, self._measure(frame)):
+            # Saturated, or far below the predicted SNR: the sample changed after the probe.
+            # The spectrum itself is the new probe; one more try within what is left of the budget.
+            plan = self.plan_auto(first=frame, spent=spent)
+            frame = self.acquire_frames(1, plan.total_ms)[0]
         result = self.handle(frame, auto=True)
         if self.cfg.simulate:  # keep to rate_hz like the stream does
             rest = 1.0 / self.cfg.rate_hz - (time.monotonic() - t0)
@@ -582,7 +636,7 @@ class Acquisition:
             integ, avg, _ = settings_for(self.cfg, self.info, args, self.integration_ms, self.averages, self.period_ms)
             self.spec.configure(integration_ms=integ, averages=avg)
             try:
-                for frame in self.spec.acquire(count):
+                for frame in self.acquire_frames(count, integ * avg):
                     r = self.handle(frame)
                     if r is not None:
                         results.append(r)
@@ -615,6 +669,8 @@ class Acquisition:
         try:
             if self.auto_exposure:
                 self.plan_auto()
+            plan = self.last_plan if self.auto_exposure else None
+            self.arm_watchdog(plan.total_ms if plan is not None else self.integration_ms * self.averages)
             try:
                 check = measure_reference(self.spec, self.info, reference, self.cfg.calibration_frames, dark=self.dark)
             finally:

@@ -201,3 +201,14 @@ def probe_snr(counts: ArrayLike, dark: ArrayLike | None) -> float:
         y = y - np.asarray(dark, dtype=np.float64)
     y, _ = despike(y)
     return signal_to_noise(remove_baseline(y))
+
+
+def confirms(plan: Plan, measured: Probe, *, min_ratio: float = 0.5) -> bool:
+    """Did the planned spectrum come out as predicted? False when it saturated or its SNR is
+    below `min_ratio` of the prediction: the sample changed between probe and spectrum (a new
+    spot), and the spectrum should serve as the probe for one more try."""
+    if measured.saturated:
+        return False
+    if plan.predicted_snr is None or not math.isfinite(measured.snr):
+        return True
+    return measured.snr >= min_ratio * plan.predicted_snr

@@ -22,7 +22,12 @@ TARGET = ExposureTarget(target_snr=20.0, max_peak_fraction=0.6)
 
 def probe(**kw: object) -> Probe:
     base = dict(
-        integration_ms=10, averages=1, max_counts=1500.0, dark_at_max=500.0, rate_counts_per_ms=100.0, snr=10.0,
+        integration_ms=10,
+        averages=1,
+        max_counts=1500.0,
+        dark_at_max=500.0,
+        rate_counts_per_ms=100.0,
+        snr=10.0,
         saturated=False,
     )
     return Probe(**(base | kw))  # type: ignore[arg-type]
@@ -138,3 +143,13 @@ def test_closed_loop_on_the_physics_model_over_30x_brightness() -> None:
         assert plan.total_ms + spent <= LIMITS.max_acquisition_ms
         snrs.append(snr_of(final))
     assert min(snrs) >= 12.0, snrs  # target 20, estimator scatter; the gate needs 8
+
+
+def test_a_spectrum_far_below_its_prediction_or_saturated_is_not_confirmed() -> None:
+    from edge.exposure import confirms
+
+    plan = Plan("acquire", 100, 1, 20.0, "snr")
+    assert confirms(plan, probe(snr=18.0))
+    assert not confirms(plan, probe(snr=6.0))  # the spot changed after the probe
+    assert not confirms(plan, probe(saturated=True))
+    assert confirms(Plan("acquire", 5000, 1, None, "budget"), probe(snr=3.0))
