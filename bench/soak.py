@@ -1,9 +1,12 @@
-"""Soak: `edge run` at a steady 5 spectra/s against a real Mosquitto, watching memory and disk.
+"""Soak: `edge run` at a steady rate against a real Mosquitto, watching memory and disk.
 
-    .venv/bin/python bench/soak.py [--quick] [--out bench/results]
+    .venv/bin/python bench/soak.py [--quick] [--out bench/results] [--integration-ms 200] [--pixels 1024]
+                                   [--duration 600] [--name soak]
 
-Runs the daemon as a real subprocess (`python -m edge.cli run`, integration 200 ms so the
-emulator streams every 200 ms) for 10 minutes (--quick: 60 s) and every 5 s samples its
+Runs the emulator as its own process (`python -m firmware_bridge simulate`, as in
+bench/throughput.py) and the daemon as a real subprocess (`python -m edge.cli run`,
+integration `--integration-ms`, default 200 ms: 5 spectra/s; 2 ms is the issue-14 rate) for
+`--duration` s (default 10 minutes; --quick: 60 s) and every 5 s samples its
 VmRSS / VmHWM from /proc/PID/status, the outbox size (database + WAL + SHM) and the counts
 sent / committed / delivered. Also measured: cold start (process start -> first result at
 the subscriber) and whether TensorFlow is in the daemon's address space (from /proc/PID/maps,
@@ -14,6 +17,7 @@ Writes soak.json, soak.md and soak.png (RSS and outbox size over time).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -23,8 +27,7 @@ from typing import Any
 import _harness as h
 import common
 import numpy as np
-
-from firmware_bridge.emulator import EmulatorConfig
+from throughput import EmulatorProcess, cpu_s
 
 NAME = "soak"
 INTEGRATION_MS = 200  # 5 spectra/s
@@ -60,12 +63,25 @@ def plot(samples: list[dict[str, Any]], path: Path, title: str) -> bool:
     return True
 
 
+def count_light_frames(path: Path) -> int:
+    """Non-dark spectra in the emulator's ground-truth log (one JSON line each)."""
+    if not path.exists():
+        return 0
+    data = path.read_bytes()
+    return data.count(b"\n") - data.count(b'"dark": true')
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="60 s instead of 10 minutes")
     ap.add_argument("--out", type=Path, default=common.DEFAULT_OUT)
+    ap.add_argument("--integration-ms", type=int, default=INTEGRATION_MS)
+    ap.add_argument("--pixels", type=int, default=1024)
+    ap.add_argument("--duration", type=float, default=600.0)
+    ap.add_argument("--name", default=NAME, help="result file name (e.g. soak_2ms_1360)")
     args = ap.parse_args(argv)
-    duration = 60.0 if args.quick else 600.0
+    duration = 60.0 if args.quick else args.duration
+    integration_ms = args.integration_ms
     machine = h.base_machine()
     t_start = time.monotonic()
     samples: list[dict[str, Any]] = []
@@ -74,11 +90,11 @@ def main(argv: list[str] | None = None) -> int:
         broker = h.Broker(d / "mosquitto")
         broker.start()
         sub = h.Subscriber(broker.port, "bench/soak/result")
-        emu = h.TracingEmulator(EmulatorConfig(seed=11, link=str(d / "ttyRAMAN")))
-        emu.start()
+        gt = d / "ground_truth.jsonl"
+        emu = EmulatorProcess(args.pixels, d / "ttyRAMAN", gt, seed=11)
         outbox = d / "outbox.sqlite"
         run = h.spawn_daemon(
-            port=emu.port, broker_url=broker.url, outbox=outbox, device_id="soak", integration_ms=INTEGRATION_MS
+            port=str(emu.link), broker_url=broker.url, outbox=outbox, device_id="soak", integration_ms=integration_ms
         )
         try:
             pid = run.pid
@@ -91,10 +107,11 @@ def main(argv: list[str] | None = None) -> int:
             libs = h.mapped_libraries(pid)
             tf_libs = [x for x in libs if "tensorflow" in x.lower()]
             runtime_libs = [x for x in libs if "litert" in x.lower() or "tflite" in x.lower()]
+            cpu0, n0, t_cpu0 = cpu_s(pid), sub.unique_ids(), time.monotonic()
             next_t = time.monotonic()  # sample from now on, every SAMPLE_S (no catch-up burst)
             while time.monotonic() - run.started < duration and run.proc.poll() is None:
                 st = h.proc_status(pid)
-                light = sum(1 for f in emu.frames if not f.dark and f.streamed and not f.stale)
+                light = count_light_frames(gt)
                 samples.append(
                     {
                         "t_s": round(time.monotonic() - run.started, 2),
@@ -120,20 +137,22 @@ def main(argv: list[str] | None = None) -> int:
                 next_t += SAMPLE_S
                 time.sleep(max(0.0, next_t - time.monotonic()))
             final = h.proc_status(pid)
+            cpu1, n1, t_cpu1 = cpu_s(pid), sub.unique_ids(), time.monotonic()
             rc = run.terminate(90)
             emu.stop()
             committed = set(run.committed)
             h.wait_until(lambda: committed <= {x.seq for x in sub.snapshot()}, 15, 0.1)
             deliveries = sub.snapshot()
+            light_frames = [f["seq"] for f in emu.frames() if not f.get("dark")]
         finally:
             run.kill()
             emu.stop()
             sub.close()
             broker.stop()
-    light_frames = [f for f in emu.frames if not f.dark and f.streamed and not f.stale]
     result_frames = {x.frame_seq for x in deliveries if x.frame_seq is not None}
+    first_frame = min(result_frames) if result_frames else 0
     last = max(result_frames) if result_frames else -1
-    missing = [f.seq for f in light_frames if f.seq <= last and f.seq not in result_frames]
+    missing = [q for q in light_frames if first_frame <= q <= last and q not in result_frames]
     rss = np.array([s["rss_kb"] for s in samples if s["rss_kb"]], dtype=float) / 1024
     ts = np.array([s["t_s"] for s in samples if s["rss_kb"]], dtype=float)
     half = ts >= ts[len(ts) // 2] if len(ts) else ts
@@ -151,28 +170,35 @@ def main(argv: list[str] | None = None) -> int:
         "outbox_bytes_start": samples[0]["outbox_bytes"] if samples else None,
         "outbox_bytes_end": samples[-1]["outbox_bytes"] if samples else None,
         "outbox_bytes_max": max(s["outbox_bytes"] for s in samples) if samples else None,
-        "sent": len([f for f in light_frames if f.seq <= last]),
+        "sent": len([q for q in light_frames if first_frame <= q <= last]),
+        "daemon_cpu_ms_per_result": (cpu1 - cpu0) * 1e3 / max(n1 - n0, 1) if cpu0 is not None and cpu1 else None,
+        "daemon_cpu_share": (cpu1 - cpu0) / (t_cpu1 - t_cpu0) if cpu0 is not None and cpu1 else None,
+        "loadavg_end": [round(x, 2) for x in os.getloadavg()],
         "committed": len(run.committed),
         "delivered_unique": len({x.id for x in deliveries}),
         "deliveries": len(deliveries),
         "committed_lost": len(set(run.committed) - {x.seq for x in deliveries}),
         "frames_missing": len(missing),
-        "emulator_tx_overflow": emu.stats.tx_overflow,
+        "emulator_tx_overflow": emu.summary.get("tx_overflow"),
         "exit_code": rc,
         "tensorflow_mapped": tf_libs,
         "tflite_runtime_mapped": runtime_libs,
         "threads": final.get("Threads") if final else None,
     }
-    png = args.out / f"{NAME}.png"
+    png = args.out / f"{args.name}.png"
     args.out.mkdir(parents=True, exist_ok=True)
-    plotted = plot(samples, png, f"edge run at {1000 // INTEGRATION_MS} spectra/s for {duration:g} s")
+    plotted = plot(
+        samples, png, f"edge run at {1000 // integration_ms} spectra/s, {args.pixels} px, for {duration:g} s"
+    )
     data = {
         "benchmark": NAME,
         "parameters": {
             "quick": args.quick,
             "duration_s": duration,
-            "integration_ms": INTEGRATION_MS,
-            "rate_hz": 1000 / INTEGRATION_MS,
+            "integration_ms": integration_ms,
+            "rate_hz": 1000 / integration_ms,
+            "pixels": args.pixels,
+            "emulator": "separate process: python -m firmware_bridge simulate",
             "sample_s": SAMPLE_S,
         },
         "machine": machine,
@@ -189,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     table_samples = samples[::every] + ([samples[-1]] if samples and (len(samples) - 1) % every else [])
     md = "\n".join(
         [
-            f"# Soak: `edge run` at {1000 // INTEGRATION_MS} spectra/s for {duration:g} s"
+            f"# Soak: `edge run` at {1000 // integration_ms} spectra/s, {args.pixels} px, for {duration:g} s"
             + (" (--quick)" if args.quick else ""),
             "",
             common.md_table(
@@ -223,6 +249,13 @@ def main(argv: list[str] | None = None) -> int:
                     ],
                     ["committed but not delivered", s["committed_lost"]],
                     ["sent frames without a result", s["frames_missing"]],
+                    [
+                        "daemon CPU ms per result / CPU share",
+                        f"{s['daemon_cpu_ms_per_result']:.2f} / {s['daemon_cpu_share']:.2f}"
+                        if s["daemon_cpu_ms_per_result"] is not None
+                        else "-",
+                    ],
+                    ["load average at end", s["loadavg_end"]],
                     ["exit code after SIGTERM", s["exit_code"]],
                     [
                         "TensorFlow libraries mapped in the daemon",
@@ -274,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
             f"Total run time {data['elapsed_s']:.0f} s. " + h.machine_md(machine),
         ]
     )
-    jpath, mpath = common.write_results(args.out, NAME, data, md)
+    jpath, mpath = common.write_results(args.out, args.name, data, md)
     common.log(f"wrote {jpath}, {mpath}{', ' + str(png) if plotted else ''} in {data['elapsed_s']:.0f} s")
     return 0
 
