@@ -47,6 +47,12 @@ VARIANTS: dict[str, dict[str, object]] = {
         "arch": {"fires": 2, "pool": 8, "conv_filters": 24, "squeeze": 12, "expand": 20},
         "train": {"label_smoothing": 0.05},
     },
+    "base_s50_acc": {"aug": {"shift_fraction": 0.5}, "train": {"monitor": "val_accuracy", "patience": 20}},
+    "fire2_wide_s50_acc": {
+        "arch": {"fires": 2, "pool": 8, "conv_filters": 24, "squeeze": 12, "expand": 20},
+        "aug": {"shift_fraction": 0.5},
+        "train": {"monitor": "val_accuracy", "patience": 20},
+    },
 }
 
 
@@ -75,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--epochs", type=int, default=80)
     ap.add_argument("--cache", type=Path, default=Path("/tmp/raman_paper_ds.npz"))
+    ap.add_argument("--save", type=Path, default=None, help="Directory to keep each variant's model.keras in.")
     a = ap.parse_args(argv)
     X, y, groups = load_paper(a.cache)
     n_classes = int(y.max()) + 1
@@ -111,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
             pred = model.predict(shifted(Xva, s)[..., None], verbose=0, batch_size=256).argmax(1)
             row[f"acc_{s}"] = float((pred == yva).mean())
             row[f"corr_{s}"] = corr[s]
+        if a.save is not None:
+            a.save.mkdir(parents=True, exist_ok=True)
+            model.save(a.save / f"{name}.keras")
+            np.save(a.save / "is_val.npy", is_val)
         print(json.dumps(row), flush=True)
         with jsonl.open("a") as fh:
             fh.write(json.dumps(row) + "\n")

@@ -91,6 +91,9 @@ def cv(
     seed: int = typer.Option(0),
     group_by: str = typer.Option(None, "--group-by", help="'specimen': never split one RRUFF ID across folds."),
     minerals: str = typer.Option(None, help="Restrict to these minerals (comma-separated; for quick runs)."),
+    shifts: str = typer.Option(
+        None, help="Also score each test fold with its shift axis moved by these cm-1 (comma-separated, e.g. 0,2,5,10,15,20,30)."
+    ),
     out: Path = typer.Option(Path("results/cv.json"), help="JSON output; a .md table is written beside it."),
     cache: Path = typer.Option(None, help="Per-fold JSON-lines cache; rerun resumes (default: OUT.folds.jsonl)."),
     cached_only: bool = typer.Option(
@@ -112,7 +115,13 @@ def cv(
             typer.echo(
                 f"grouped by specimen: {len(ds.y)} spectra in {len(set(ds.y.tolist()))} classes with >= 2 specimens"
             )
-        cfg = CVConfig(tuple(m.strip() for m in models.split(",") if m.strip()), folds, repeats, seed, group_by)
+        try:
+            shift_list = tuple(float(v) for v in shifts.split(",") if v.strip()) if shifts else ()
+        except ValueError as err:
+            raise EdgeError(f"--shifts must be comma-separated numbers in cm-1, got {shifts!r}") from err
+        cfg = CVConfig(
+            tuple(m.strip() for m in models.split(",") if m.strip()), folds, repeats, seed, group_by, shift_list
+        )
         t0 = time.perf_counter()
         total = folds * repeats * len(cfg.models)
         with Progress(transient=False) as progress:
@@ -139,6 +148,7 @@ def cv(
                 "repeats": repeats,
                 "seed": seed,
                 "group_by": group_by,
+                "shifts_cm1": list(cfg.shifts_cm1),
                 "data": str(data or _default_data()),
             },
             "dataset": {

@@ -37,6 +37,9 @@ class CVConfig:
     repeats: int = 1
     seed: int = 0
     group_by: str | None = None  # None or "specimen"
+    #: Also score every test fold with its shift axis moved by each of these (cm-1; half the
+    #: rows +s, half -s), from the same trained model: what an uncalibrated instrument gives.
+    shifts_cm1: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,10 @@ class FoldResult:
     top3: float
     macro_f1: float
     fit_predict_s: float
+    #: {"<shift cm-1>": top-1 accuracy on the test fold shifted by that much}, when asked for
+    shift_accuracy: dict[str, float] | None = None
+    #: the model's training configuration (FMCNN variants); a cached fold of another is redone
+    model_identity: str = ""
 
 
 def topk_accuracy(scores: NDArray[np.float64], y: NDArray[np.int64], k: int) -> float:
@@ -138,6 +145,21 @@ def _read_cache(
     return done
 
 
+def _identity(name: str) -> str:
+    fn = getattr(MODELS[name], "identity", None)
+    return fn() if fn is not None else ""
+
+
+def shifted_rows(ds: Dataset, X: NDArray[np.float32], shift_cm1: float) -> NDArray[np.float32]:
+    """Rows moved along the shift axis by +/-shift_cm1 (alternating), renormalised to max 1."""
+    from trainer.augment import shift_stretch
+
+    step = float(ds.spec.grid_step_cm1)
+    sign = np.where(np.arange(len(X)) % 2 == 0, 1.0, -1.0)
+    out = shift_stretch(X, sign * shift_cm1 / step, np.zeros(len(X)))
+    return (out / np.maximum(out.max(axis=1, keepdims=True), 1e-6)).astype(np.float32)
+
+
 def run_cv(
     ds: Dataset,
     cfg: CVConfig,
@@ -166,6 +188,12 @@ def run_cv(
             tr, te = all_folds[(repeat, fold)]
             for name in cfg.models:
                 key = (name, repeat, fold)
+                identity = _identity(name)
+                if key in done and (
+                    done[key].model_identity != identity
+                    or (cfg.shifts_cm1 and set((done[key].shift_accuracy or {})) != {f"{s:g}" for s in cfg.shifts_cm1})
+                ):
+                    del done[key]  # computed with another model config or without these shifts: redo
                 if key in done:
                     results.append(done[key])
                     if on_fold:
@@ -174,11 +202,20 @@ def run_cv(
                 if cached_only:
                     continue
                 t0 = time.perf_counter()
-                scores = MODELS[name](
-                    ds.X[tr], ds.y[tr], ds.X[te], ds.n_classes, cfg.seed + repeat, groups=ds.groups[tr]
+                # One fit per fold; the shifted copies of the test fold are scored with it.
+                X_test = np.concatenate([ds.X[te]] + [shifted_rows(ds, ds.X[te], s) for s in cfg.shifts_cm1])
+                all_scores = MODELS[name](
+                    ds.X[tr], ds.y[tr], X_test, ds.n_classes, cfg.seed + repeat, groups=ds.groups[tr]
                 )
                 elapsed = time.perf_counter() - t0
+                scores = all_scores[: te.size]
                 pred = np.argmax(scores, axis=1)
+                shift_acc = None
+                if cfg.shifts_cm1:
+                    shift_acc = {
+                        f"{s:g}": float((np.argmax(all_scores[(i + 1) * te.size : (i + 2) * te.size], 1) == ds.y[te]).mean())
+                        for i, s in enumerate(cfg.shifts_cm1)
+                    }
                 res = FoldResult(
                     model=name,
                     repeat=repeat,
@@ -188,6 +225,8 @@ def run_cv(
                     top3=topk_accuracy(scores, ds.y[te], 3),
                     macro_f1=macro_f1(ds.y[te], pred),
                     fit_predict_s=elapsed,
+                    shift_accuracy=shift_acc,
+                    model_identity=identity,
                 )
                 results.append(res)
                 if cache is not None:
@@ -214,6 +253,9 @@ def summarize(results: list[FoldResult], models: tuple[str, ...]) -> dict[str, d
             "fit_predict_s_total": float(sum(r.fit_predict_s for r in rs)),
             "n_folds": len(rs),
         }
+        shifts = [r.shift_accuracy for r in rs if r.shift_accuracy]
+        if shifts and len(shifts) == len(rs):
+            out[m]["shift_accuracy_mean"] = {k: float(np.mean([d[k] for d in shifts])) for k in shifts[0]}
     return out
 
 
@@ -233,4 +275,16 @@ def markdown_table(summary: dict[str, dict[str, float]], title: str) -> str:
             f"| {m} | {s['accuracy_mean']:.3f} ± {s['accuracy_std']:.3f} | {s['top3_mean']:.3f} "
             f"| {s['macro_f1_mean']:.3f} | {int(s['n_folds'])} | {s['fit_predict_s_total']:.0f} | {paper} |"
         )
+    shifted = {m: s["shift_accuracy_mean"] for m, s in summary.items() if "shift_accuracy_mean" in s}
+    if shifted:
+        keys = list(next(iter(shifted.values())))
+        lines += [
+            "",
+            "Accuracy on the same test folds with the shift axis moved (cm-1; half +s, half -s; no calibration):",
+            "",
+            "| model | " + " | ".join(keys) + " |",
+            "|---|" + "---|" * len(keys),
+        ]
+        for m, d in shifted.items():
+            lines.append(f"| {m} | " + " | ".join(f"{d[k]:.3f}" for k in keys) + " |")
     return "\n".join(lines) + "\n"

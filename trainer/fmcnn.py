@@ -71,6 +71,10 @@ class TrainConfig:
     # stopping watches specimens the model has not seen, as on the instrument. Needs groups.
     val_split: str = "spectrum"
     label_smoothing: float = 0.0
+    #: What early stopping watches on the validation rows: "val_loss", or "val_accuracy"
+    #: (the loss of unseen specimens rises while their accuracy still climbs: over-confidence
+    #: that the temperature fitted at export corrects afterwards).
+    monitor: str = "val_loss"
     augment: bool = True
     #: Physics augmentation ranges (trainer.augment.AugmentConfig); None = its defaults.
     augment_config: Any = None
@@ -321,9 +325,12 @@ def train_fmcnn(
     )
     Ytr = np.eye(n_classes, dtype=np.float32)[ytr]
     Yva = np.eye(n_classes, dtype=np.float32)[yva]
-    monitor = "val_loss" if yva.size else "loss"
+    if cfg.monitor not in ("val_loss", "val_accuracy"):
+        raise TrainerError(f"monitor must be 'val_loss' or 'val_accuracy', got {cfg.monitor!r}")
+    monitor = cfg.monitor if yva.size else "loss"
+    mode = "max" if monitor == "val_accuracy" else "min"
     stop = keras.callbacks.EarlyStopping(
-        monitor=monitor, patience=cfg.patience, min_delta=1e-4, restore_best_weights=True
+        monitor=monitor, mode=mode, patience=cfg.patience, min_delta=1e-4, restore_best_weights=True
     )
     callbacks: list[Any] = [stop]
     if on_epoch:
@@ -338,7 +345,7 @@ def train_fmcnn(
     )
     hist = h.history
     epochs = [{k: float(v[i]) for k, v in hist.items()} for i in range(len(hist["loss"]))]
-    best = int(np.argmin(hist[monitor]))
+    best = int(np.argmax(hist[monitor]) if mode == "max" else np.argmin(hist[monitor]))
     history: dict[str, Any] = {
         "epochs": epochs,
         "n_train": int(ytr.size),

@@ -9,6 +9,8 @@ function to `MODELS`.
 
 from __future__ import annotations
 
+import json
+
 from typing import Any, Protocol
 
 import numpy as np
@@ -115,6 +117,15 @@ def _fmcnn(**overrides: Any) -> ModelFn:
         model, _hist = train_fmcnn(X_train, y_train, n_classes, cfg, groups=groups)
         return np.asarray(model.predict(X_test[..., None], verbose=0, batch_size=256), np.float64)
 
+    def identity() -> str:
+        # What a cached CV fold of this model depends on besides the data: the training config.
+        from trainer.fmcnn import TrainConfig
+
+        d = TrainConfig(**overrides).to_dict()
+        d.pop("seed")
+        return json.dumps(d, sort_keys=True, default=str)
+
+    scores.identity = identity  # type: ignore[attr-defined]
     return scores
 
 

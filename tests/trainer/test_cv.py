@@ -109,3 +109,19 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["cv", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "x.json")])
     assert res.exit_code == 1
     assert "does not exist" in res.output and "Traceback" not in res.output
+
+
+def test_shifted_test_folds_are_scored_by_the_same_fit(small, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cfg = CVConfig(models=("corr",), folds=3, repeats=1, seed=0, shifts_cm1=(0.0, 30.0))
+    cache = tmp_path / "folds.jsonl"
+    results = run_cv(small, cfg, cache=cache)
+    for r in results:
+        assert r.shift_accuracy is not None and r.shift_accuracy["0"] == r.accuracy
+        # correlation without a lag search falls apart 30 cm-1 off (identification notes)
+        assert r.shift_accuracy["30"] < r.accuracy
+    assert "shift_accuracy_mean" in summarize(results, cfg.models)["corr"]
+    # cached folds computed without shifts are redone when shifts are asked for
+    plain = tmp_path / "plain.jsonl"
+    run_cv(small, CVConfig(models=("corr",), folds=3, repeats=1, seed=0), cache=plain)
+    again = run_cv(small, cfg, cache=plain)
+    assert all(r.shift_accuracy for r in again)
