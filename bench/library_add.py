@@ -157,9 +157,10 @@ def main() -> None:
         [
             "# A new mineral without retraining (bench/library_add.py)",
             "",
-            f"Leave-minerals-out bundle ({len(bundle.labels)} known minerals, bench/lmo_bundle.py). {len(refs)} minerals "
-            "it never saw, one reference file each added with `edge.library_cli.add_references` (the `edge library add` "
-            f"code); probes: {n} spectra of their other specimens.",
+            f"Leave-minerals-out bundle ({len(bundle.labels)} known minerals, bench/lmo_bundle.py). "
+            f"{len(refs)} minerals it never saw, one reference file each added with "
+            "`edge.library_cli.add_references` (the `edge library add` code); probes: "
+            f"{n} spectra of their other specimens.",
             "",
             md_table(
                 ["measure", "hybrid (edge)", "correlation, same library", "goal"],

@@ -140,12 +140,18 @@ def main() -> None:
             "threshold_from_known_val": thr,
             "auroc_val": auroc(kv, parts["unknown_val"][s]),
             "auroc_test": auroc(parts["known_test"][s], parts["unknown_test"][s]),
+            "auroc_all_unknown": auroc(
+                parts["known_test"][s], np.concatenate([parts["unknown_val"][s], parts["unknown_test"][s]])
+            ),
             "known_test_kept": float(np.mean(parts["known_test"][s] >= thr)),
             "unknown_test_flagged": float(np.mean(parts["unknown_test"][s] < thr)),
             "unknown_val_flagged": float(np.mean(parts["unknown_val"][s] < thr)),
         }
     chosen = max(res_scores, key=lambda s: res_scores[s]["auroc_val"])
+    fit = bundle.manifest.get("library", {}).get("fit", {})
     edge_flag = {
+        "score": an.fusion.unknown_score,
+        "export_choice": {k: v for k, v in fit.items() if k.startswith("unknown")},
         "threshold": an.fusion.unknown_threshold,
         "known_val_kept": float(1 - parts["known_val"]["edge_unknown"].mean()),
         "known_test_kept": float(1 - parts["known_test"]["edge_unknown"].mean()),
@@ -211,7 +217,9 @@ def main() -> None:
             ),
             "",
             f"Score with the best AUROC on the validation parts: **{chosen}**. The edge's own `unknown` flag "
-            f"(fused top-1 p < {edge_flag['threshold']:.3f}, fitted in export on known-val): known-test kept "
+            f"(fused {an.fusion.unknown_score} < {edge_flag['threshold']:.3f}; score and threshold chosen by "
+            "`trainer export` on known-val alone, the score by known-val vs known-val with its own mineral removed "
+            f"from CNN and library, AUROC {fit.get('unknown_score_auroc_class_removed')}): known-test kept "
             f"{edge_flag['known_test_kept']:.3f}, unknown-test flagged {edge_flag['unknown_test_flagged']:.3f} "
             f"(goal >= 0.70 at 0.95 kept).",
             "",

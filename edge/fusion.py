@@ -7,7 +7,11 @@ Pure numpy. Per class c the fused logit is
 with p_cnn the (host-side, temperature-scaled) CNN softmax, e_c the best cosine similarity
 of the spectrum's embedding to a reference of class c and r_c the best shift-tolerant
 correlation to a reference of class c (edge.library). The fused probability is
-softmax(s / temperature). Weights, temperature and the unknown threshold are fitted in
+softmax(s / temperature). The spectrum is `unknown` when its unknown score is below
+`unknown_threshold`; the score is the fused top-1 probability (`unknown_score` "top_p") or
+the fused top-1 logit s_max ("top_logit": not normalised over the classes, so it stays low
+when nothing matches well, even if one class is far ahead of the others). Weights,
+temperature, the unknown score and its threshold are fitted in
 `trainer export` on held-out spectra (trainer/hybrid.py) and read from the manifest
 (`fusion`); the edge only applies them. A component that is absent (no embedding in this
 bundle, or a class that only exists in an added library and so has no CNN output) simply
@@ -27,6 +31,7 @@ from edge.errors import BundleError
 
 #: log p floor: an int8 softmax reads exactly 0 below its 1/256 step.
 LOG_P_FLOOR = float(np.log(1e-4))
+UNKNOWN_SCORES = ("top_p", "top_logit")
 
 
 @dataclass(frozen=True)
@@ -35,8 +40,9 @@ class FusionParams:
     w_emb: float = 0.0
     w_corr: float = 50.0  # identification-notes.md's naive fusion: correlation / 0.02
     temperature: float = 1.0
-    unknown_threshold: float = 0.0  # fused top-1 p below this => unknown
+    unknown_threshold: float = 0.0  # unknown score below this => unknown
     unknown_keep_fraction: float = 0.95
+    unknown_score: str = "top_p"  # "top_p" (fused top-1 probability) or "top_logit" (fused top-1 logit)
 
     @classmethod
     def from_manifest(cls, manifest: dict[str, Any]) -> FusionParams | None:
@@ -44,14 +50,22 @@ class FusionParams:
         if raw is None:
             return None
         try:
-            p = cls(**{k: float(v) for k, v in raw.items() if k in cls.__dataclass_fields__})
+            p = cls(
+                **{
+                    k: (str(v) if k == "unknown_score" else float(v))
+                    for k, v in raw.items()
+                    if k in cls.__dataclass_fields__
+                }
+            )
         except (TypeError, ValueError) as err:
             raise BundleError(f"manifest fusion section malformed ({err})") from err
+        if p.unknown_score not in UNKNOWN_SCORES:
+            raise BundleError(f"manifest fusion unknown_score must be one of {UNKNOWN_SCORES}, got {p.unknown_score!r}")
         if p.temperature <= 0:
             raise BundleError(f"manifest fusion temperature must be > 0, got {p.temperature}")
         return p
 
-    def to_dict(self) -> dict[str, float]:
+    def to_dict(self) -> dict[str, float | str]:
         return asdict(self)
 
 
@@ -60,6 +74,7 @@ class Fused:
     probabilities: NDArray[np.float64]  # (n_classes,) over the fused label list
     order: NDArray[np.int64]  # classes best first (top-k)
     unknown: bool
+    unknown_score: float = float("nan")  # the value compared with the threshold
 
 
 def fused_logits(
@@ -114,8 +129,10 @@ def fuse(
     emb_per_class: NDArray[np.floating] | None = None,
     k: int = 3,
 ) -> Fused:
-    p = softmax(fused_logits(params, n_classes, log_p_cnn, corr_per_class, emb_per_class), params.temperature)
+    s = fused_logits(params, n_classes, log_p_cnn, corr_per_class, emb_per_class)
+    p = softmax(s, params.temperature)
     kk = min(k, n_classes)
     top = np.argpartition(-p, kk - 1)[:kk]
     order = top[np.argsort(-p[top], kind="stable")]
-    return Fused(p, order.astype(np.int64), bool(p[order[0]] < params.unknown_threshold))
+    score = float(s[order[0]]) if params.unknown_score == "top_logit" else float(p[order[0]])
+    return Fused(p, order.astype(np.int64), bool(score < params.unknown_threshold), score)

@@ -9,8 +9,10 @@ scored with the CNN and the library of the whole training fold.
 
 The fit: grid search of the correlation weight (CNN weight 1, embedding weight on the same
 grid when embeddings exist) for accuracy on the held-out rows, ties broken by log loss;
-then the temperature minimising log loss; then the unknown threshold = the fused top-1
-probability that keeps `keep_fraction` of the held-out known spectra.
+then the temperature minimising log loss; then the unknown score (fused top-1 probability or
+fused top-1 logit: the one with the higher AUROC between the held-out spectra and the same
+spectra with their own mineral removed from the CNN and the library) and its threshold =
+the value that keeps `keep_fraction` of the held-out known spectra.
 """
 
 from __future__ import annotations
@@ -42,6 +44,40 @@ def _log_loss(p: NDArray[np.float64], y: NDArray[np.int64]) -> float:
     return float(-np.mean(np.log(np.maximum(p[np.arange(y.size), y], 1e-12))))
 
 
+def _auroc(known: NDArray[np.float64], unknown: NDArray[np.float64]) -> float:
+    """P(known score > unknown score), ties half (Mann-Whitney U / n1 n2)."""
+    if not known.size or not unknown.size:
+        return float("nan")
+    allv = np.concatenate([known, unknown])
+    order = np.argsort(allv, kind="mergesort")
+    ranks = np.empty(allv.size)
+    sv = allv[order]
+    # average ranks of ties
+    _, first, counts = np.unique(sv, return_index=True, return_counts=True)
+    avg = first + (counts + 1) / 2.0
+    ranks[order] = np.repeat(avg, counts)
+    r = ranks[: known.size].sum()
+    return float((r - known.size * (known.size + 1) / 2) / (known.size * unknown.size))
+
+
+def _without_true_class(
+    log_p: NDArray[np.float64], corr: NDArray[np.float64], emb: NDArray[np.float64] | None, y: NDArray[np.int64]
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64] | None]:
+    """Held-out rows as if their mineral were unknown: its CNN probability removed (the rest
+    renormalised) and its references gone from the library."""
+    rows = np.arange(y.size)
+    p_true = np.exp(log_p[rows, y])
+    lp = log_p - np.log(np.maximum(1.0 - p_true, 1e-12))[:, None]
+    lp[rows, y] = -np.inf
+    c = corr.copy()
+    c[rows, y] = -np.inf
+    e = None
+    if emb is not None:
+        e = emb.copy()
+        e[rows, y] = -np.inf
+    return lp, c, e
+
+
 def fit_fusion(
     log_p: NDArray[np.float64],
     corr: NDArray[np.float64],
@@ -64,8 +100,16 @@ def fit_fusion(
     _, _, w_corr, w_emb = best
     s = fused_logits(FusionParams(w_corr=w_corr, w_emb=w_emb), n_classes, log_p, corr, emb)
     t = min(T_GRID, key=lambda t: _log_loss(softmax(s, t), y))
-    top1 = softmax(s, t).max(axis=1)
-    thr = float(np.quantile(top1, 1.0 - keep_fraction)) if top1.size else 0.0
+    # Unknown score: the one that best separates the held-out known spectra from the same
+    # spectra with their own mineral removed (CNN renormalised without it, its references
+    # gone: what a never-seen mineral looks like to the library, simulated for the CNN).
+    fp = FusionParams(w_corr=w_corr, w_emb=w_emb)
+    known = {"top_p": softmax(s, t).max(axis=1), "top_logit": s.max(axis=1)}
+    s_out = fused_logits(fp, n_classes, *_without_true_class(log_p, corr, emb, y))
+    pseudo = {"top_p": softmax(s_out, t).max(axis=1), "top_logit": s_out.max(axis=1)}
+    aurocs = {k: _auroc(known[k], pseudo[k]) for k in known}
+    score = max(aurocs, key=lambda k: (aurocs[k], k == "top_p"))
+    thr = float(np.quantile(known[score], 1.0 - keep_fraction)) if y.size else 0.0
     params = FusionParams(
         w_cnn=1.0,
         w_emb=w_emb,
@@ -73,8 +117,11 @@ def fit_fusion(
         temperature=float(t),
         unknown_threshold=thr,
         unknown_keep_fraction=keep_fraction,
+        unknown_score=score,
     )
     info = {
+        "unknown_score_auroc_class_removed": aurocs,
+        "unknown_flagged_class_removed": float(np.mean(pseudo[score] < thr)) if y.size else float("nan"),
         "n_heldout": int(y.size),
         "heldout_accuracy": -best[0],
         "heldout_accuracy_cnn": float((log_p.argmax(axis=1) == y).mean()),
