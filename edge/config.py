@@ -116,6 +116,9 @@ class EdgeConfig:
     # references added on the device (edge library add / the `library/add` request); None =
     # <state directory>/library (beside the outbox). Re-read when it changes.
     library_dir: Path | None = None
+    # bundles installed on the device for `model/activate` (one sub-directory per bundle);
+    # None = <state directory>/models (beside the outbox)
+    models_dir: Path | None = None
     # MQTT
     broker: str = "mqtt://127.0.0.1:1883"
     device_id: str = field(default_factory=default_device_id)
@@ -162,6 +165,10 @@ class EdgeConfig:
     @property
     def library_path(self) -> Path:
         return self.library_dir if self.library_dir is not None else Path(self.outbox_path).parent / "library"
+
+    @property
+    def models_path(self) -> Path:
+        return self.models_dir if self.models_dir is not None else Path(self.outbox_path).parent / "models"
 
     @property
     def broker_url(self) -> BrokerUrl:

@@ -370,6 +370,8 @@ def settings_for(
 LIBRARY_POLL_S = 2.0
 #: A single `acquire` request may expose for at most this long in total.
 MAX_ACQUIRE_REQUEST_MS = 600_000
+#: Spectra after model/activate during which a failure of the new model rolls back to the old one.
+ACTIVATE_PROBATION_SPECTRA = 20
 #: Probes per auto-exposed spectrum at most (a saturated probe is retried 8x shorter).
 MAX_PROBES = 4
 #: The device turns its laser off when it hears nothing from the host for its watchdog time
@@ -415,6 +417,10 @@ class Acquisition:
         self.stats, self.live, self.controls, self.out, self.metrics = stats, live, controls, out, metrics
         self.health_sink = health_sink
         self.library = library
+        self.startup_bundle = bundle
+        # After model/activate: (analyzer, bundle, library watch) to go back to, spectra left on probation
+        self.probation: tuple[Any, Any, Any] | None = None
+        self.probation_left = 0
         self.auto_exposure = cfg.auto_exposure
         self.last_plan: Any = None
         self.watchdog_s = 0  # laser watchdog armed by this loop (0: the device's default)
@@ -497,6 +503,8 @@ class Acquisition:
                 job.finish(self.check_calibration(job.args["reference"]))
             elif job.kind == "acquire":
                 job.finish(self.acquire_request(job.args))
+            elif job.kind == "model/activate":
+                job.finish(self.activate(job.args["name"]))
             else:
                 job.finish(error=f"unknown job {job.kind!r}")
         except (BridgeError, EdgeError) as err:
@@ -507,6 +515,20 @@ class Acquisition:
     # -- spectra -------------------------------------------------------------------------------
 
     def handle(self, event: Any, *, auto: bool = False) -> Result | None:
+        if self.probation is None:
+            return self._handle(event, auto=auto)
+        try:
+            result = self._handle(event, auto=auto)
+        except Exception as err:  # noqa: BLE001 - a newly activated model that fails is rolled back
+            self.rollback(f"{type(err).__name__}: {err}")
+            return None
+        self.probation_left -= 1
+        if self.probation_left <= 0:
+            self.probation = None
+            log.info("model/activate: probation passed", extra={"model": self.bundle.name})
+        return result
+
+    def _handle(self, event: Any, *, auto: bool = False) -> Result | None:
         codec_ms = self.spec.transport.decode_ms(event)
         return _handle_frame(
             event,
@@ -655,6 +677,70 @@ class Acquisition:
             "averages": avg,
             "auto_exposure": auto,
         }
+
+    # -- model/activate ------------------------------------------------------------------------
+
+    def activate(self, name: str) -> dict[str, Any]:
+        """Verify, self-test and switch to an installed bundle; the running one stays on failure."""
+        from edge.activation import installed_bundles, self_test
+        from edge.library_watch import LibraryWatch
+
+        installed = installed_bundles(self.cfg.models_path, self.bundle, self.startup_bundle)
+        if name not in installed:
+            raise UsageError(
+                f"no bundle {name!r} installed (installed: {', '.join(installed)}; "
+                f"bundles go in models_dir {self.cfg.models_path}/<name>)"
+            )
+        prev = self.bundle
+        if installed[name].resolve() == prev.path.resolve():
+            return {"active": prev.name, "sha256": prev.sha256, "changed": False, "previous": prev.name}
+        try:
+            bundle = load_bundle(installed[name])  # every file's SHA-256 against the manifest
+        except EdgeError as err:
+            raise UsageError(f"model/activate {name}: verification failed ({err}); still on {prev.name}") from None
+        try:
+            analyzer = Analyzer(bundle, limits=self.cfg.quality_limits, shift_offset_cm1=self.analyzer.shift_offset_cm1)
+            watch = LibraryWatch(bundle, self.cfg.library_path)
+            watch.poll()
+            _, added = watch.poll()
+            analyzer.set_library(added if watch.status().state == "loaded" else None)
+            test = self_test(analyzer)
+        except Exception as err:  # noqa: BLE001 - whatever breaks, the running model stays
+            raise UsageError(f"model/activate {name}: cannot load the model ({err}); still on {prev.name}") from None
+        if not test.passed:
+            log.warning("model/activate: self-test failed; not switched", extra={"model": name, "error": test.error})
+            raise UsageError(
+                f"model/activate {name}: self-test failed ({test.error}); rolled back, still on {prev.name}"
+            )
+        self.probation = (self.analyzer, self.bundle, self.library)
+        self.probation_left = ACTIVATE_PROBATION_SPECTRA
+        self._use(analyzer, bundle, watch)
+        log.info("model activated", extra={"model": bundle.name, "sha256": bundle.sha256[:12], "previous": prev.name})
+        return {
+            "active": bundle.name,
+            "sha256": bundle.sha256,
+            "changed": True,
+            "previous": prev.name,
+            "self_test": {"spectra": test.spectra, "known": test.known, "correct": test.correct},
+            "library": watch.status().using,
+            "probation_spectra": ACTIVATE_PROBATION_SPECTRA,
+        }
+
+    def rollback(self, why: str) -> None:
+        assert self.probation is not None
+        analyzer, bundle, watch = self.probation
+        log.error(
+            "model/activate: the new model failed on a spectrum; rolled back",
+            extra={"error": why, "model": self.bundle.name, "back_to": bundle.name},
+        )
+        self.live["last_rollback"] = {"model": self.bundle.name, "back_to": bundle.name, "error": why}
+        self.probation = None
+        self._use(analyzer, bundle, watch)
+
+    def _use(self, analyzer: Analyzer, bundle: Bundle, watch: Any) -> None:
+        self.analyzer, self.bundle, self.library = analyzer, bundle, watch
+        self.shifts = analyzer.shifts_for(self.info.calibration_nm, self.info.laser_nm, self.info.pixel_count)
+        self.live.update(bundle=bundle, library_watch=watch, library=watch.status())
 
     # -- calibration health -------------------------------------------------------------------
 
@@ -805,7 +891,13 @@ def _start_request_server(
                 "last_auto_exposure": live.get("last_exposure"),
                 "max_acquisition_ms": cfg.max_acquisition_ms,
             },
-            "model": {"name": bundle.name, "sha256": bundle.sha256, "classes": len(bundle.labels)},
+            "model": {
+                "name": live["bundle"].name,
+                "sha256": live["bundle"].sha256,
+                "classes": len(live["bundle"].labels),
+                "path": str(live["bundle"].path),
+                "last_rollback": live.get("last_rollback"),
+            },
             "library": asdict(lib) if lib is not None else None,
             "health": live.get("health"),
             "publisher": asdict(publisher.stats()),
@@ -865,7 +957,7 @@ def _start_request_server(
         if watch is None:
             raise UsageError("this device has no library directory")
         lib = add_reference(
-            bundle,
+            live["bundle"],
             watch.directory,
             args["mineral"],
             args["shift_cm1"],
@@ -880,6 +972,10 @@ def _start_request_server(
             "applied": f"within {LIBRARY_POLL_S:g} s (the daemon re-reads the directory)",
         }
 
+    def model_activate(args: dict[str, Any]) -> dict[str, Any]:
+        ready()
+        return controls.submit(Job("model/activate", args)).wait(120.0)
+
     server = RequestServer(
         MqttSettings.from_config(cfg),
         allowed=cfg.allow_requests,
@@ -887,7 +983,13 @@ def _start_request_server(
         status=status,
         rate_per_s=cfg.request_rate_per_s,
         burst=cfg.request_burst,
-        handlers={"set": apply_set, "calibrate": calibrate, "acquire": acquire, "library/add": library_add},
+        handlers={
+            "set": apply_set,
+            "calibrate": calibrate,
+            "acquire": acquire,
+            "library/add": library_add,
+            "model/activate": model_activate,
+        },
     ).start()
     stack.callback(server.close)
     return server
@@ -966,6 +1068,7 @@ def run(cfg: EdgeConfig, *, stop: threading.Event | None = None, out: Any = None
             "auto_exposure": cfg.auto_exposure,
             "library": library.status(),
             "library_watch": library,
+            "bundle": bundle,
         }
         controls = Controls()
         server = None

@@ -4,7 +4,8 @@ Nothing here touches the network, the spectrometer or the disk (except reading t
 once), so every rule about bad requests is tested without a broker. The MQTT side is
 edge/request_server.py. Pattern (zigbee2mqtt): a request on
 `<prefix>/<device_id>/request/<command>`, its response on `.../response/<command>`; the
-JSON Schema in edge/requests.schema.json (package data, so installed devices have it) is the single statement of what is valid.
+JSON Schema in edge/requests.schema.json (package data, so installed devices have it) is the
+single statement of what is valid.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 #: Every command the interface defines (issue 13); `allow_requests` picks among them.
 COMMANDS = ("status", "replay", "acquire", "set", "calibrate", "library/add", "model/activate")
 #: Commands this version implements; an allowed command not listed answers "not implemented".
-IMPLEMENTED = ("status", "replay", "set", "acquire", "calibrate", "library/add")
+IMPLEMENTED = COMMANDS
 MAX_REQUEST_BYTES = 64 * 1024
 SCHEMA_PATH = Path(__file__).resolve().parent / "requests.schema.json"
 

@@ -218,3 +218,58 @@ def test_a_foreign_library_dir_at_startup_is_refused_and_the_daemon_runs_on_the_
         st = ask(c, "status", {})["data"]["library"]
         assert st["state"] == "refused" and "foreign library" in st["error"], st
         assert st["using"] == "the bundle's own library only"
+
+
+def _install(models: Path, name: str, *, manifest_name: str | None = None, edit: Any = None) -> None:
+    import shutil
+
+    from edge.bundle import DEFAULT_BUNDLE
+
+    d = models / name
+    shutil.copytree(DEFAULT_BUNDLE, d)
+    manifest = json.loads((d / "manifest.json").read_text())
+    if manifest_name:
+        manifest["name"] = manifest_name
+    if edit is not None:
+        edit(d, manifest)
+    (d / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_model_activate_verifies_self_tests_switches_and_rolls_back(tmp_path: Path, mosquitto: Any) -> None:
+    import hashlib
+
+    models = tmp_path / "models"
+
+    def corrupt(d: Path, _m: dict[str, Any]) -> None:
+        data = bytearray((d / "model.tflite").read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        (d / "model.tflite").write_bytes(bytes(data))
+
+    def shuffle_labels(d: Path, m: dict[str, Any]) -> None:
+        # Consistent hashes, wrong answers: only the self-test can catch this bundle.
+        labels = json.loads((d / "labels.json").read_text())
+        (d / "labels.json").write_text(json.dumps(labels[::-1]))
+        m["files"]["labels.json"] = hashlib.sha256((d / "labels.json").read_bytes()).hexdigest()
+
+    _install(models, "copy", manifest_name="fmcnn-copy")
+    _install(models, "broken", edit=corrupt)
+    _install(models, "shuffled", manifest_name="fmcnn-shuffled", edit=shuffle_labels)
+    with daemon(
+        tmp_path, mosquitto, EmulatorConfig(seed=12), allow_requests=("status", "model/activate"), models_dir=models
+    ) as c:
+        assert c.wait(lambda ms: len(results(c)) >= 2, 60)
+        nope = ask(c, "model/activate", {"name": "nope"})
+        assert nope["status"] == "error" and "installed: broken, copy, shuffled, fmcnn-rruff" in nope["error"], nope
+        broken = ask(c, "model/activate", {"name": "broken"})
+        assert "verification failed" in broken["error"] and "still on fmcnn-rruff" in broken["error"], broken
+        shuffled = ask(c, "model/activate", {"name": "shuffled"})
+        assert "self-test failed" in shuffled["error"] and "rolled back" in shuffled["error"], shuffled
+        assert {r.model.name for r in results(c)} == {"fmcnn-rruff"}
+        ok = ask(c, "model/activate", {"name": "copy", "transaction": "m"})
+        assert ok["status"] == "ok" and ok["data"]["active"] == "fmcnn-copy" and ok["data"]["changed"], ok
+        assert ok["data"]["self_test"]["correct"] >= ok["data"]["self_test"]["known"] // 2
+        assert c.wait(lambda ms: results(c)[-1].model.name == "fmcnn-copy", 30)
+        assert ask(c, "status", {})["data"]["model"]["name"] == "fmcnn-copy"
+        back = ask(c, "model/activate", {"name": "fmcnn-rruff"})
+        assert back["status"] == "ok" and back["data"]["active"] == "fmcnn-rruff", back
+        assert c.wait(lambda ms: results(c)[-1].model.name == "fmcnn-rruff", 30)

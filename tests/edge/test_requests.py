@@ -39,14 +39,16 @@ def test_bad_requests_are_errors_that_name_the_problem(command: str, payload: by
     assert needle in r.error
 
 
-def test_allowed_but_unimplemented_command_is_an_error_after_validation() -> None:
-    allowed = ("status", "replay", "model/activate")
+def test_every_command_is_validated_before_it_is_carried_out() -> None:
+    allowed = ("status", "replay", "model/activate", "acquire")
     bad = parse_request("model/activate", b'{"name": ""}', allowed)
     assert isinstance(bad, RequestError) and "non-empty" in bad.error
     r = parse_request("model/activate", b'{"name": "fmcnn-2", "transaction": 7}', allowed)
-    assert isinstance(r, RequestError) and "not implemented" in r.error and r.transaction == 7
-    acq = parse_request("acquire", b'{"averages": 4, "count": 2}', ("acquire",))
+    assert not isinstance(r, RequestError) and r.args == {"name": "fmcnn-2"} and r.transaction == 7
+    acq = parse_request("acquire", b'{"averages": 4, "count": 2}', allowed)
     assert not isinstance(acq, RequestError) and acq.args == {"averages": 4, "count": 2}
+    lib = parse_request("library/add", b'{"mineral": "x", "shift_cm1": [1], "intensity": [1]}', ("library/add",))
+    assert isinstance(lib, RequestError) and "too short" in lib.error
 
 
 def test_responses_have_the_fixed_shape() -> None:
