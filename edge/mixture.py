@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.optimize import nnls
 
 from edge.library import ReferenceLibrary
 
@@ -68,6 +67,10 @@ def fit_mixture(
     params: MixtureParams | None = None,
 ) -> MixtureFit:
     """Decide one mineral or two for a preprocessed spectrum, given its library similarities."""
+    # Local: scipy.optimize costs ~50 MB RSS and ~0.4 s at start-up, and only bundles with a
+    # reference library ever get here (issue 14, bench/cold_start.py).
+    from scipy.optimize import nnls
+
     p = params or MixtureParams()
     x = np.asarray(values, np.float64)
     per_class = lib.per_class(sim)

@@ -29,6 +29,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from edge.errors import SpectrumError
+from edge.lapack import banded_solver
 from raman_core import units
 
 PREPROCESS_VERSION = "1"
@@ -282,35 +283,26 @@ def baseline_system(n_pixels: int, lam: float) -> BaselineSystem:
     return BaselineSystem(n_pixels, float(lam), bands)
 
 
-def _lapack_pbsv() -> Any:
-    # scipy.linalg is already loaded by the edge (edge.mixture needs scipy.optimize); the
-    # raw LAPACK routine skips solveh_banded's per-call validation and copies.
-    from scipy.linalg.lapack import dpbsv
-
-    return dpbsv
-
-
 def arpls(y: FloatArray, system: BaselineSystem, *, max_iter: int = 50, tol: float = 1e-3) -> FloatArray:
     """arPLS baseline (Baek et al. 2015) on a banded system: the same iteration as
     pybaselines.whittaker.arpls (weights start at 1; logistic reweighting from the mean and
     sample std of the negative residuals; stop when the relative change of the weights is
     below `tol`, or when fewer than two residuals are negative), solved with one banded
-    Cholesky (LAPACK dpbsv) per iteration. Equal to pybaselines within floating-point
+    Cholesky (LAPACK dpbsv, lower band storage) per iteration. Equal to pybaselines within floating-point
     rounding (tests/edge/test_preprocess_parity.py: max |difference| <= 1e-6 of the
-    spectrum's range).
+    spectrum's range). The solver is NumPy's own LAPACK when it has one (edge.lapack).
     """
-    pbsv = _lapack_pbsv()
+    solve = banded_solver()
     n = system.n_pixels
     w = np.ones(n)
     # Fortran order: the layout LAPACK reads, so f2py passes it without a copy.
     ab = np.empty((3, n), order="F")
-    rhs = np.empty(n)
     baseline = y
     for _ in range(max_iter + 1):
         ab[...] = system.penalty_bands
         ab[0] += w
-        np.multiply(w, y, out=rhs)
-        _, baseline, info = pbsv(ab, rhs, lower=1, overwrite_ab=1, overwrite_b=0)
+        baseline = w * y  # right-hand side, overwritten with the solution
+        info = solve(ab, baseline)
         if info != 0:
             raise SpectrumError(f"baseline system is not positive definite (LAPACK dpbsv info={info})")
         resid = y - baseline

@@ -13,6 +13,8 @@ the same top-1 for every spectrum.
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -118,3 +120,42 @@ def test_accuracy_unchanged_against_pybaselines_baseline(monkeypatch: pytest.Mon
     assert ours == theirs
     correct = sum(top == mineral for (_, top), (mineral, _) in zip(ours, frames, strict=True))
     assert correct >= 0.6 * len(frames), f"{correct}/{len(frames)} correct: the emulator setup is off"
+
+
+def test_numpy_lapacke_and_scipy_solvers_agree() -> None:
+    from edge.lapack import banded_solver
+
+    system = pp.baseline_system(1360, 1e5)
+    rng = np.random.default_rng(7)
+    w = rng.uniform(0, 1, 1360)
+    b = rng.normal(size=1360)
+    answers = []
+    for backend in ("auto", "scipy"):
+        ab = np.asfortranarray(system.penalty_bands.copy())
+        ab[0] += w
+        x = b.copy()
+        assert banded_solver(backend)(ab, x) == 0
+        answers.append(x)
+    np.testing.assert_allclose(answers[0], answers[1], rtol=1e-10, atol=1e-12)
+    # And it is the solution of the dense system.
+    dense = np.diag(system.penalty_bands[0] + w)
+    for k in (1, 2):
+        dense += np.diag(system.penalty_bands[k, : 1360 - k], -k) + np.diag(system.penalty_bands[k, : 1360 - k], k)
+    np.testing.assert_allclose(dense @ answers[0], b, rtol=1e-6, atol=1e-6)
+
+
+def test_the_edge_pipeline_imports_no_scipy_and_no_pybaselines() -> None:
+    # The device footprint (issue 14): SciPy's linalg alone is ~29 MB of RSS. A bundle without
+    # a reference library (the shipped one) must analyse a spectrum with neither loaded.
+    code = (
+        "import sys, numpy as np\n"
+        "from edge.bundle import load_bundle\n"
+        "from edge.pipeline import Analyzer\n"
+        "a = Analyzer(load_bundle())\n"
+        "x = np.linspace(100, 1900, 1360)\n"
+        "y = 3000 + 20000 * np.exp(-0.5 * ((x - 464) / 5) ** 2) + np.random.default_rng(0).normal(0, 30, 1360)\n"
+        "r = a.analyze_counts(y, x)\n"
+        "print(r.status, sorted(m for m in sys.modules if m.split('.')[0] in ('scipy', 'pybaselines')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "ok []", out
