@@ -159,14 +159,27 @@ def main() -> None:
     }
     table = md_table(
         [
-            "mode", "spectra", "saturated", "low SNR", "other rejected", "top-1 (all)", "top-1 (classified)",
-            "exposure ms/spectrum", "wall s/spectrum",
+            "mode",
+            "spectra",
+            "saturated",
+            "low SNR",
+            "other rejected",
+            "top-1 (all)",
+            "top-1 (classified)",
+            "exposure ms/spectrum",
+            "wall s/spectrum",
         ],
         [
             [
-                r["mode"], r["spectra"], f"{r['rejected_saturated']:.1%}", f"{r['rejected_low_snr']:.1%}",
-                f"{r['rejected_other']:.1%}", f"{r['top1_of_all']:.3f}", f"{r['top1_of_classified']:.3f}",
-                f"{r['mean_exposure_ms']:.0f}", f"{r['wall_s_per_spectrum']:.2f}",
+                r["mode"],
+                r["spectra"],
+                f"{r['rejected_saturated']:.1%}",
+                f"{r['rejected_low_snr']:.1%}",
+                f"{r['rejected_other']:.1%}",
+                f"{r['top1_of_all']:.3f}",
+                f"{r['top1_of_classified']:.3f}",
+                f"{r['mean_exposure_ms']:.0f}",
+                f"{r['wall_s_per_spectrum']:.2f}",
             ]
             for r in rows
         ],

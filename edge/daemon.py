@@ -511,6 +511,9 @@ class Acquisition:
             job.finish(error=str(err))
             if isinstance(err, BridgeError):
                 raise
+        except Exception as err:  # noqa: BLE001 - a bug in one job must not end acquisition
+            log.exception("request job failed", extra={"job": job.kind})
+            job.finish(error=f"{job.kind} failed: {type(err).__name__}: {err}")
 
     # -- spectra -------------------------------------------------------------------------------
 
