@@ -191,11 +191,12 @@ def main() -> None:
     md = (
         "# Auto-exposure on samples whose brightness varies 30x\n\n"
         f"`bench/auto_exposure.py --count {args.count} --spread {args.spread:g} --hold {args.hold} "
-        f"--fluorescence {args.fluorescence:g} --seed {args.seed}`: the real daemon on the pty emulator, results through Mosquitto, read from the "
-        "daemon's history of acknowledged results and joined to the emulator's ground truth.\n"
+        f"--fluorescence {args.fluorescence:g} --seed {args.seed}`: the real daemon on the pty emulator, "
+        "results through Mosquitto, read from the daemon's history of acknowledged results and joined to the emulator's ground truth.\n"
         f"Sample brightness measured: {min(r['brightness_min'] or 1 for r in rows):.2f}x to "
         f"{max(r['brightness_max'] or 1 for r in rows):.2f}x of the instrument's nominal signal. "
-        f"Load average before/after: {load_before[0]:.2f} / {data['load_avg_after'][0]:.2f} (shared 2-core machine).\n\n"
+        f"Load average before/after: {load_before[0]:.2f} / {data['load_avg_after'][0]:.2f} "
+        "(shared 2-core machine).\n\n"
         + table
         + "\n\nRejected by sample brightness:\n\n"
         + md_table(["mode", "brightness", "spectra", "rejected"], band_rows)
