@@ -48,8 +48,9 @@ MAX_TX_BUFFER = 64 * 1024
 #: Clean (noise-free) per-pixel spectra kept, one per library spectrum served (11 KB each at
 #: 1,360 pixels): the forward model's slow part runs once per sample, not once per frame.
 CLEAN_CACHE_SIZE = 512
-#: Most streamed spectra sent in one loop turn when the loop ran late.
-MAX_CATCH_UP = 8
+#: Most streamed spectra sent in one loop turn when the loop ran late (32 ms of a 1 ms stream:
+#: a loaded 2-core machine deschedules a process for several ms at a time).
+MAX_CATCH_UP = 32
 
 
 @dataclass(frozen=True)
