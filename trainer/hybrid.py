@@ -138,7 +138,8 @@ def hybrid_scores(
     seed: int,
     groups: NDArray[Any] | None = None,
 ) -> NDArray[np.float64]:
-    """`trainer cv` model: FMCNN + shift-tolerant library search, fused; library = training fold."""
+    """`trainer cv` model: FMCNN + embedding search + shift-tolerant correlation, fused (as the
+    edge fuses them); library = training fold."""
     from trainer.fmcnn import TrainConfig, train_fmcnn, validation_rows
 
     if groups is None:
@@ -152,15 +153,32 @@ def hybrid_scores(
         # FMCNN outputs logits since issue 11 (softmax before): _probabilities handles both.
         return np.log(np.maximum(_probabilities(model, X), 1e-12))
 
+    # The embedding search, as on the edge: the bottleneck vector (float here; the edge's int8).
+    E_train, E_test = keras_embeddings(model, X_train), keras_embeddings(model, X_test)
     params = FusionParams()  # notes' naive fusion when no specimen could be held out
     if is_val.any():
-        fit_lib = library_from_arrays(X_train[~is_val], y_train[~is_val], labels, groups[~is_val])
-        params, _ = fit_fusion(
-            log_p(X_train[is_val]), corr_per_class(fit_lib, X_train[is_val], n_classes), y_train[is_val]
+        fit_lib = library_from_arrays(
+            X_train[~is_val], y_train[~is_val], labels, groups[~is_val], embedding=E_train[~is_val]
         )
-    lib = library_from_arrays(X_train, y_train, labels, groups)
-    s = fused_logits(params, n_classes, log_p(X_test), corr_per_class(lib, X_test, n_classes))
+        params, _ = fit_fusion(
+            log_p(X_train[is_val]),
+            corr_per_class(fit_lib, X_train[is_val], n_classes),
+            y_train[is_val],
+            emb_per_class(fit_lib, E_train[is_val], n_classes),
+        )
+    lib = library_from_arrays(X_train, y_train, labels, groups, embedding=E_train)
+    emb = emb_per_class(lib, E_test, n_classes) if params.w_emb else None
+    s = fused_logits(params, n_classes, log_p(X_test), corr_per_class(lib, X_test, n_classes), emb)
     return softmax(s, params.temperature)
+
+
+def keras_embeddings(model: Any, X: NDArray[np.float32]) -> NDArray[np.float32]:
+    """L2-normalised bottleneck vectors of a Keras FMCNN (the edge's embedding, in float)."""
+    import keras
+
+    sub = keras.Model(model.inputs, model.get_layer("bottleneck").output)
+    e = np.asarray(sub.predict(X[..., None], verbose=0, batch_size=256), np.float32)
+    return (e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
 def corr_lag_scores(

@@ -46,3 +46,19 @@ def test_fit_chooses_a_score_and_keeps_95_percent(tiny_spectra) -> None:  # type
     assert aur[params.unknown_score] == max(aur.values()) and aur[params.unknown_score] > 0.5
     kept = np.mean([not fuse(params, ds.n_classes, flat[i], corr[i]).unknown for i in range(va.size)])
     assert 0.9 <= kept <= 1.0
+
+
+def test_cv_embeddings_are_the_unit_bottleneck(tiny_spectra) -> None:  # type: ignore[no-untyped-def]
+    """`trainer cv --models hybrid` embeds with the model's bottleneck, L2-normalised (as the edge)."""
+    pytest.importorskip("keras")
+    from trainer.fmcnn import ArchConfig, make_fmcnn
+    from trainer.hybrid import emb_per_class, keras_embeddings
+
+    ds = from_spectra(select(tiny_spectra, "paper")[0])
+    model = make_fmcnn(ds.X.shape[1], ds.n_classes, ArchConfig())  # untrained: only shapes and norms matter
+    E = keras_embeddings(model, ds.X[:20])
+    assert E.shape == (20, model.get_layer("bottleneck").output.shape[-1])
+    np.testing.assert_allclose(np.linalg.norm(E, axis=1), 1.0, atol=1e-5)
+    lib = library_from_dataset(ds, np.arange(20, ds.y.size), embedding=keras_embeddings(model, ds.X[20:]))
+    pc = emb_per_class(lib, E, ds.n_classes)
+    assert pc.shape == (20, ds.n_classes) and np.nanmax(pc) <= 1.0 + 1e-2
