@@ -46,9 +46,9 @@ def test_export_writes_a_compact_library_with_edge_embeddings(exported: tuple[Pa
         assert not lib.has_embedding
         return
     assert lib.has_embedding and m["library"]["embedding"] is True
-    # the stored embedding of a training row is the int8 model's own (to int8 rounding)
-    row = int(np.flatnonzero(ds.y == ds.y[1])[0])
-    assert float(lib.embedding_similarities(clf.classify(ds.X[row], k=1).embedding).max()) > 0.99
+    # the stored embedding of a library row (row 1: rows % 5 != 0 are the library) is the
+    # int8 model's own, to int8 rounding
+    assert float(lib.embedding_similarities(clf.classify(ds.X[1], k=1).embedding).max()) > 0.995
     assert m["fusion"]["temperature"] > 0 and "fit" in m["library"]
 
 
