@@ -229,7 +229,7 @@ def train(
     seed: int = typer.Option(0),
     augment: bool = typer.Option(True, help="Instrument-like augmentation (shift jitter, noise, baseline)."),
     val_split: str = typer.Option(
-        "spectrum", help="Early-stopping/held-out rows: 'spectrum' (random spectra) or 'specimen' (whole RRUFF IDs)."
+        "specimen", help="Early-stopping/held-out rows: 'spectrum' (random spectra) or 'specimen' (whole RRUFF IDs)."
     ),
 ) -> None:
     """Train FMCNN on a selection and save the Keras model."""
@@ -259,7 +259,7 @@ def export(
     seed: int = typer.Option(0),
     augment: bool = typer.Option(True),
     val_split: str = typer.Option(
-        "spectrum", help="Early-stopping/held-out rows: 'spectrum' (random spectra) or 'specimen' (whole RRUFF IDs)."
+        "specimen", help="Early-stopping/held-out rows: 'spectrum' (random spectra) or 'specimen' (whole RRUFF IDs)."
     ),
     name: str = typer.Option(None, help="Bundle name (default: the directory name)."),
     metrics: Path = typer.Option(None, help="JSON of CV results to record in the manifest."),
