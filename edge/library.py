@@ -352,6 +352,9 @@ class ReferenceLibrary:
         if self.embedding_q is not None and other.embedding_q is not None:
             eq = np.concatenate([self.embedding_q, other.embedding_q])
             es = np.concatenate([self.embedding_scale, other.embedding_scale]).astype(np.float32)  # type: ignore[list-item]
+        elif len(self) == 0 or len(other) == 0:  # an empty side has nothing to embed
+            src = other if len(self) == 0 else self
+            eq, es = src.embedding_q, src.embedding_scale
         return ReferenceLibrary(
             tuple(names),
             np.concatenate([self.class_idx, remap[other.class_idx]]).astype(np.int32),

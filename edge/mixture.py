@@ -6,7 +6,8 @@ of the fitted intensity, not of volume). The first mineral is the best single NN
 the best references of the `n_candidates` most similar classes; the second is found by
 searching the library with the residual (matching pursuit: a minor component hardly moves
 the mixture's own similarity ranking) and refitting each candidate pair by
-scipy.optimize.nnls. The pair is reported only when it explains the spectrum
+non-negative least squares (`nnls`: exact for one or two columns in closed form, pure NumPy:
+scipy.optimize would cost ~50 MB RSS on the device). The pair is reported only when it explains the spectrum
 significantly better than the best single reference:
 
     (r1 - r2) / r1 >= min_gain    and    the smaller fraction >= min_fraction
@@ -47,6 +48,41 @@ class MixtureFit:
     gain: float
 
 
+def nnls(A: NDArray[np.float64], x: NDArray[np.float64]) -> tuple[NDArray[np.float64], float]:
+    """min ||A w - x|| subject to w >= 0, for A with one or two columns: (w, residual norm).
+
+    Exact: the unconstrained least-squares solution if it is non-negative, else the best
+    single-column fit with the other weight at 0 (the KKT solutions of a 2-variable NNLS)."""
+    A = np.asarray(A, np.float64)
+    x = np.asarray(x, np.float64)
+    if A.ndim != 2 or A.shape[1] not in (1, 2) or A.shape[0] != x.shape[0]:
+        raise ValueError(f"nnls here takes a (n, 1) or (n, 2) matrix, got {A.shape} for {x.shape}")
+    g = A.T @ A  # Gram matrix, 1x1 or 2x2
+    b = A.T @ x
+    xx = float(x @ x)
+
+    def resid(w: NDArray[np.float64]) -> float:
+        return float(np.sqrt(max(xx - 2 * float(w @ b) + float(w @ g @ w), 0.0)))
+
+    def single(j: int) -> NDArray[np.float64]:
+        w = np.zeros(A.shape[1])
+        if g[j, j] > 0:
+            w[j] = max(0.0, b[j] / g[j, j])
+        return w
+
+    if A.shape[1] == 1:
+        w = single(0)
+        return w, resid(w)
+    det = g[0, 0] * g[1, 1] - g[0, 1] * g[1, 0]
+    if det > 1e-12 * max(g[0, 0] * g[1, 1], 1e-300):
+        w = np.array([g[1, 1] * b[0] - g[0, 1] * b[1], g[0, 0] * b[1] - g[1, 0] * b[0]]) / det
+        if (w >= 0).all():
+            return w, resid(w)
+    cands = [single(0), single(1)]
+    w = min(cands, key=resid)
+    return w, resid(w)
+
+
 def _shifted(v: NDArray[np.float32], lag: int) -> NDArray[np.float32]:
     """Reference moved onto the query's axis (library lags move the query onto the reference)."""
     if lag == 0:
@@ -67,10 +103,6 @@ def fit_mixture(
     params: MixtureParams | None = None,
 ) -> MixtureFit:
     """Decide one mineral or two for a preprocessed spectrum, given its library similarities."""
-    # Local: scipy.optimize costs ~50 MB RSS and ~0.4 s at start-up, and only bundles with a
-    # reference library ever get here (issue 14, bench/cold_start.py).
-    from scipy.optimize import nnls
-
     p = params or MixtureParams()
     x = np.asarray(values, np.float64)
     per_class = lib.per_class(sim)

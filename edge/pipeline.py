@@ -90,9 +90,14 @@ def bundle_library(bundle: Bundle) -> ReferenceLibrary | None:
     return load_library(bundle.path, grid_n=bundle.spec.grid_n)
 
 
-def combined_library(bundle: Bundle, extra: ReferenceLibrary | None) -> ReferenceLibrary | None:
-    """Bundle library + added references; class indices of the bundle's labels come first."""
-    base = bundle_library(bundle)
+def combined_library(
+    bundle: Bundle, extra: ReferenceLibrary | None, *, with_bundle_library: bool = True
+) -> ReferenceLibrary | None:
+    """Bundle library + added references; class indices of the bundle's labels come first.
+    `with_bundle_library=False`: the added references alone (still indexed after the labels)."""
+    base = bundle_library(bundle) if with_bundle_library else None
+    if base is None and extra is None:
+        return None
     if base is not None and base.minerals[: len(bundle.labels)] != bundle.labels:
         from edge.errors import BundleError
 
@@ -127,7 +132,8 @@ class Analyzer:
         self.shift_offset_cm1 = float(shift_offset_cm1)
         self.top_k = top_k
         self.n_peaks = n_peaks
-        self.library = combined_library(bundle, library) if use_bundle_library else library
+        self._use_bundle_library = use_bundle_library
+        self.library = combined_library(bundle, library, with_bundle_library=use_bundle_library)
         fusion = FusionParams.from_manifest(bundle.manifest)
         # A library without fitted fusion (e.g. references added to a CNN-only bundle): the
         # notes' naive fusion, and the CNN's own unknown threshold does not apply to it.
@@ -137,7 +143,7 @@ class Analyzer:
 
     def set_library(self, library: ReferenceLibrary | None) -> None:
         """Swap the added references (the daemon, on a change of `library_dir`)."""
-        self.library = combined_library(self.bundle, library)
+        self.library = combined_library(self.bundle, library, with_bundle_library=self._use_bundle_library)
 
     def evidence(self, values: NDArray[np.float32], *, k: int | None = None) -> Evidence:
         """Every score identification rests on, for one preprocessed spectrum (no mixture fit).

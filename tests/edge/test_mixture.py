@@ -42,3 +42,23 @@ def test_pure_spectra_are_rarely_called_mixtures(data) -> None:  # type: ignore[
         sim, lag = lib.similarities(ds.X[i])
         called += fit_mixture(ds.X[i], lib, sim, lag, MixtureParams()).components is not None
     assert called / held.size <= 0.15
+
+
+def test_closed_form_nnls_equals_scipy() -> None:
+    """edge.mixture.nnls (no SciPy on the device) gives scipy.optimize.nnls's answer."""
+    from scipy.optimize import nnls as scipy_nnls
+
+    from edge.mixture import nnls
+
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        k = 1 + trial % 2
+        A = np.abs(rng.normal(size=(200, k)))
+        if trial % 7 == 0 and k == 2:
+            A[:, 1] = A[:, 0] * 2  # collinear columns
+        x = A @ rng.normal(size=k) + rng.normal(0, 0.3, 200)  # weights of either sign
+        w, r = nnls(A, x)
+        ws, rs = scipy_nnls(A, x)
+        assert r == pytest.approx(rs, rel=1e-9, abs=1e-9)
+        if trial % 7:
+            np.testing.assert_allclose(w, ws, atol=1e-8)

@@ -28,8 +28,8 @@ def test_identify_follows_the_evidence() -> None:
         np.zeros(len(ref)),
         np.stack([rows[i] for i in ref]),
     )
-    an = Analyzer(bundle, library=lib)
-    cnn_only = Analyzer(bundle)
+    an = Analyzer(bundle, library=lib, use_bundle_library=False)
+    cnn_only = Analyzer(bundle, use_bundle_library=False)  # no library at all: the CNN alone
     for i in range(1, min(len(rows), 12), 2):
         ev = an.evidence(rows[i])
         top, unknown, c, match = an.identify(rows[i])

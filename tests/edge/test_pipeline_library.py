@@ -28,25 +28,36 @@ def _prep(bundle, s):  # type: ignore[no-untyped-def]
     return preprocess(s.shift_cm1, s.intensity, bundle.spec, corrected=True).values
 
 
+def _lib(bundle, minerals, idx, ids, X):  # type: ignore[no-untyped-def]
+    """References as `edge library add` stores them: embedded with the bundle's model if it has one."""
+    from edge.classifier import Classifier
+
+    clf = Classifier(bundle)
+    embs = [clf.classify(x, k=1).embedding for x in X]
+    emb = np.stack(embs) if all(e is not None for e in embs) else None
+    return build_library(minerals, np.asarray(idx), ids, np.zeros(len(ids)), np.asarray(X), emb)
+
+
 def test_match_names_the_reference_and_top_stays_fused(quartz_and_calcite) -> None:  # type: ignore[no-untyped-def]
     bundle = load_bundle()
     q = quartz_and_calcite["Quartz"]
     ref, probe = q[0], next(s for s in q if s.rruff_id != q[0].rruff_id) if len({s.rruff_id for s in q}) > 1 else q[1]
-    lib = build_library(("Quartz",), np.zeros(1), [ref.rruff_id], np.zeros(1), _prep(bundle, ref)[None])
-    a = Analyzer(bundle, library=lib).analyze_corrected(probe.shift_cm1, probe.intensity)
+    lib = _lib(bundle, ("Quartz",), np.zeros(1), [ref.rruff_id], _prep(bundle, ref)[None])
+    # only these references (the shipped bundle may carry a library of its own)
+    a = Analyzer(bundle, library=lib, use_bundle_library=False).analyze_corrected(probe.shift_cm1, probe.intensity)
     assert a.status == "ok" and a.match is not None
     assert a.match.mineral == "Quartz" and a.match.rruff_id == ref.rruff_id and a.match.similarity > 0.8
     assert a.top[0][0] == "Quartz" and abs(sum(p for _m, p in a.top) - 1) < 0.2
     plain = Analyzer(bundle).analyze_corrected(probe.shift_cm1, probe.intensity)
-    assert plain.match is None  # the shipped bundle has no library of its own
+    assert (plain.match is None) == ("library.npz" not in bundle.manifest["files"])
 
 
 def test_an_added_mineral_is_named_from_one_reference(quartz_and_calcite) -> None:  # type: ignore[no-untyped-def]
     bundle = load_bundle()
     c = quartz_and_calcite["Calcite"]
     # Pretend calcite is new to the model: one reference under a name the CNN has never seen.
-    lib = build_library(("Newcalcite",), np.zeros(1), ["NEW1"], np.zeros(1), _prep(bundle, c[0])[None])
-    an = Analyzer(bundle, library=lib)
+    lib = _lib(bundle, ("Newcalcite",), np.zeros(1), ["NEW1"], _prep(bundle, c[0])[None])
+    an = Analyzer(bundle, library=lib, use_bundle_library=False)
     a = an.analyze_corrected(c[-1].shift_cm1, np.asarray(c[-1].intensity))
     assert a.top[0][0] == "Newcalcite" and a.match is not None and a.match.rruff_id == "NEW1"
     q = quartz_and_calcite["Quartz"][0]
@@ -57,8 +68,8 @@ def test_a_mixed_spot_carries_a_mixture(quartz_and_calcite) -> None:  # type: ig
     bundle = load_bundle()
     q, c = quartz_and_calcite["Quartz"], quartz_and_calcite["Calcite"]
     refs = np.stack([_prep(bundle, q[0]), _prep(bundle, c[0])])
-    lib = build_library(("Quartz", "Calcite"), np.array([0, 1]), ["RQ", "RC"], np.zeros(2), refs)
-    an = Analyzer(bundle, library=lib)
+    lib = _lib(bundle, ("Quartz", "Calcite"), np.array([0, 1]), ["RQ", "RC"], refs)
+    an = Analyzer(bundle, library=lib, use_bundle_library=False)
     x = 0.5 * _prep(bundle, q[-1]) + 0.5 * _prep(bundle, c[-1])
     a = an.analyze_corrected(bundle.grid_cm1, x / x.max())
     assert a.mixture is not None and {m for m, _f in a.mixture} == {"Quartz", "Calcite"}
