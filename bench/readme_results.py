@@ -22,6 +22,11 @@ SECTIONS = [
         ["cv/min8-*x10.md", "cv/paper-*x10.md"],
     ),
     ("Shipped model: int8 bundle", ["bundle.md"]),
+    (
+        "FMCNN: choosing the architecture, shift error on held-out specimens, int vs float (`bench/fmcnn_arch.py`, "
+        "`bench/shift_heldout.py`, `bench/fmcnn_parity.py`)",
+        ["fmcnn_arch.md", "robustness_shift_heldout_v2.md", "fmcnn_parity.md"],
+    ),
     ("Which bands drove the decision: deconvnet attribution (the paper's Figure 5, ours)", ["figures"]),
     (
         "Robustness: full edge pipeline on emulator spectra vs correlation search-match (`bench/robustness.py`)",
@@ -37,6 +42,9 @@ SECTIONS = [
 
 #: Tables that re-use another run's folds to measure one choice, said above the table.
 CAPTIONS = {
+    "paper-specimen-v2-1x10": "The re-exported FMCNN recipe (issue 11: physics augmentation, specimen validation) against "
+    "correlation and SVM on the same grouped folds, each test fold also scored with its shift axis moved. The older "
+    "paper-specimen table above is the previous recipe.",
     "min8-augmentation-1x10": "What the instrument-like augmentation costs on clean library spectra (same folds as the "
     "first repeat above).",
     "paper-specimen-valsplit-1x10": "Early stopping on held-out specimens (fmcnn_specimen_val) vs random held-out "
@@ -74,6 +82,7 @@ def headlines() -> list[str]:
         "cv/paper-2x10.json",
         "cv/min8-specimen-1x10.json",
         "cv/paper-specimen-1x10.json",
+        "cv/paper-specimen-v2-1x10.json",
     ):
         cv = _load(name)
         if cv:
