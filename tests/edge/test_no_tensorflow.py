@@ -24,9 +24,9 @@ from edge.bundle import load_bundle
 from edge.pipeline import Analyzer
 b = load_bundle()
 a = Analyzer(b)
-x = np.linspace(100, 1800, 1024)
-y = 200 + 3000 * np.exp(-((x - 464) / 4) ** 2) + np.random.default_rng(0).normal(0, 5, x.size)
-r = a.analyze_counts(y, x)
+from firmware_bridge.library import load_tray
+q = next(s for s in load_tray(["Quartz"]))  # a real RRUFF quartz spectrum from the sample tray
+r = a.analyze_corrected(q.shift_cm1, q.intensity)
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "tf_keras", "sklearn", "torch"))
 print(json.dumps({"status": r.status, "top": r.top[0][0] if r.top else None, "heavy": heavy}))
 """
