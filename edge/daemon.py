@@ -32,6 +32,7 @@ from edge.errors import EdgeError, InputError, OutboxFullError, UsageError
 from edge.pipeline import Analysis, Analyzer
 from edge.preprocess import despike
 from edge.result import Candidate, Instrument, Latency, Match, MixtureComponent, ModelRef, Peak, Quality, Result
+from raman_core.units import FULL_SCALE
 
 log = logging.getLogger("edge.daemon")
 
@@ -589,7 +590,7 @@ class Acquisition:
         from edge.exposure import measure_probe, probe_snr
 
         counts = np.asarray(frame.counts)
-        saturated = bool(frame.saturated) or int(counts.max()) >= 65535
+        saturated = bool(frame.saturated) or int(counts.max()) >= FULL_SCALE
         snr = float("nan") if saturated else probe_snr(counts, self.dark)
         return measure_probe(counts, self.dark, frame.integration_ms, frame.averages, snr, saturated_flag=saturated)
 

@@ -30,10 +30,10 @@ from edge.mixture import MixtureParams, fit_mixture
 from edge.preprocess import Prepared, pixel_shifts, preprocess
 from edge.quality import QualityLimits
 
-__all__ = ["Analysis", "Analyzer", "Evidence", "QualityLimits", "classify_library_spectrum"]
+# Detector full scale for uint16 counts: one definition (raman_core), shared with the emulator.
+from raman_core.units import FULL_SCALE
 
-#: Detector full scale for uint16 counts.
-FULL_SCALE = 65535
+__all__ = ["Analysis", "Analyzer", "Evidence", "QualityLimits", "classify_library_spectrum"]
 
 
 @dataclass(frozen=True)

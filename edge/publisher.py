@@ -324,7 +324,8 @@ class Publisher:
         return self
 
     def enqueue(self, result: Result) -> Result:
-        """Commit `result` to the outbox (fsync'd) and return it stamped with seq and id.
+        """Commit `result` to the outbox (durable once its group commit syncs, docs/mqtt.md,
+        "Group commit") and return it stamped with seq and id.
 
         Raises OutboxFullError when the disk is full: the result is then NOT stored; it has
         been logged (level error, field `result`) and the caller decides whether to go on.
