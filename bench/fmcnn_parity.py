@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from edge.classifier import Head, TFLiteNet  # noqa: E402
 from trainer.augment import augment, shift_stretch  # noqa: E402
-from trainer.export import representative_rows  # noqa: E402
+from trainer.export import convert_int8, representative_rows  # noqa: E402
 from trainer.fmcnn import fold_batchnorm  # noqa: E402
 
 OUT = Path("bench/results/fmcnn_parity")
@@ -41,25 +41,6 @@ OUT = Path("bench/results/fmcnn_parity")
 class _Rows:
     def __init__(self, X: np.ndarray, y: np.ndarray) -> None:
         self.X, self.y = X, y
-
-
-def _convert(sub: object, cal: np.ndarray, activations: str) -> bytes:
-    import tensorflow as tf
-
-    def gen():  # type: ignore[no-untyped-def]
-        for r in cal:
-            yield [r.reshape(1, -1, 1).astype(np.float32)]
-
-    c = tf.lite.TFLiteConverter.from_keras_model(sub)
-    c.optimizations = [tf.lite.Optimize.DEFAULT]
-    c.representative_dataset = gen
-    if activations == "int16":
-        c.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
-        c.inference_input_type = c.inference_output_type = tf.int16
-    else:
-        c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        c.inference_input_type = c.inference_output_type = tf.int8
-    return bytes(c.convert())
 
 
 def _debugger(inf: object, cal: np.ndarray) -> list[dict[str, object]]:
@@ -113,9 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for act in ("int16", "int8"):
         for cut in ("flatten", "bottleneck", "logits"):
-            sub = keras.Model(inf.input, inf.get_layer(cut).output)
-            tfl = _convert(sub, cal, act)
-            width = int(sub.output.shape[-1])
+            tfl = convert_int8(model, cal, activations=act, output_layer=cut)
+            width = int(inf.get_layer(cut).output.shape[-1])
             n = wl.shape[1]
             # TFLiteNet with a host head expects the head's input width; for the flatten cut the
             # host runs bottleneck then logits, folded into one float32 head.

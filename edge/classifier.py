@@ -106,7 +106,11 @@ class TFLiteNet:
         outs = self._interp.get_output_details()
         self.input_shape = tuple(int(v) for v in inp["shape"])
         self._in_index, self._in_dtype, self._in_q = inp["index"], inp["dtype"], inp["quantization"]
-        self.input_quantization = {"dtype": np.dtype(self._in_dtype).name, "scale": float(self._in_q[0]), "zero_point": int(self._in_q[1])}
+        self.input_quantization = {
+            "dtype": np.dtype(self._in_dtype).name,
+            "scale": float(self._in_q[0]),
+            "zero_point": int(self._in_q[1]),
+        }
         if head is not None:
             widths = [int(o["shape"][-1]) for o in outs]
             if len(outs) != 1 or widths[0] != head.w.shape[0]:
@@ -119,9 +123,7 @@ class TFLiteNet:
             # Outputs are told apart by width: logits have one per label, the embedding the rest.
             by_width = [o for o in outs if int(o["shape"][-1]) == n_logits]
             if not by_width:
-                raise BundleError(
-                    f"{where}: {[int(o['shape'][-1]) for o in outs]} outputs but {n_logits} labels"
-                )
+                raise BundleError(f"{where}: {[int(o['shape'][-1]) for o in outs]} outputs but {n_logits} labels")
             self._logits = by_width[0]
             others = [o for o in outs if o["index"] != self._logits["index"]]
             self._emb = others[0] if others else None

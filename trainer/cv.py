@@ -191,7 +191,7 @@ def run_cv(
                 identity = _identity(name)
                 if key in done and (
                     done[key].model_identity != identity
-                    or (cfg.shifts_cm1 and set((done[key].shift_accuracy or {})) != {f"{s:g}" for s in cfg.shifts_cm1})
+                    or (cfg.shifts_cm1 and set(done[key].shift_accuracy or {}) != {f"{s:g}" for s in cfg.shifts_cm1})
                 ):
                     del done[key]  # computed with another model config or without these shifts: redo
                 if key in done:
@@ -213,7 +213,9 @@ def run_cv(
                 shift_acc = None
                 if cfg.shifts_cm1:
                     shift_acc = {
-                        f"{s:g}": float((np.argmax(all_scores[(i + 1) * te.size : (i + 2) * te.size], 1) == ds.y[te]).mean())
+                        f"{s:g}": float(
+                            (np.argmax(all_scores[(i + 1) * te.size : (i + 2) * te.size], 1) == ds.y[te]).mean()
+                        )
                         for i, s in enumerate(cfg.shifts_cm1)
                     }
                 res = FoldResult(

@@ -103,17 +103,24 @@ ACTIVATIONS = "int16"
 
 
 def convert_int8(
-    model: Any, calibration: NDArray[np.float32], *, equalize: bool = False, activations: str = ACTIVATIONS
+    model: Any,
+    calibration: NDArray[np.float32],
+    *,
+    equalize: bool = False,
+    activations: str = ACTIVATIONS,
+    output_layer: str = "bottleneck",
 ) -> bytes:
+    """The BN-folded model up to `output_layer` ("bottleneck" for bundles; bench/fmcnn_parity
+    also cuts at "flatten" and "logits"), weights int8, activations `activations`."""
     import tensorflow as tf
 
     def gen() -> Iterator[list[NDArray[np.float32]]]:
         for row in calibration:
             yield [row.reshape(1, -1, 1).astype(np.float32)]
 
-    from trainer.fmcnn import equalize_channels, fold_batchnorm
-
     import keras
+
+    from trainer.fmcnn import equalize_channels, fold_batchnorm
 
     inference = fold_batchnorm(model)
     if equalize:
@@ -123,7 +130,7 @@ def convert_int8(
     # plus shifted and augmented copies: 0.996 vs 0.994 agreement for an earlier variant, equal
     # (1.000 held-out) for the shipped one, and a 160 KB smaller file either way; the rounding
     # left is the convolutions' (bench/results/fmcnn_parity.md).
-    body = keras.Model(inference.input, inference.get_layer("bottleneck").output, name="fmcnn_body")
+    body = keras.Model(inference.input, inference.get_layer(output_layer).output, name="fmcnn_body")
     converter = tf.lite.TFLiteConverter.from_keras_model(body)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = gen
@@ -295,7 +302,7 @@ def export_bundle(
                         "dtype": q_emb["dtype"],
                         "scale": q_emb["scale"],
                         "zero_point": q_emb["zero_point"],
-                        "meaning": "penultimate (bottleneck) vector, the model's only output; the edge L2-normalises it",
+                        "meaning": "penultimate (bottleneck) vector, the only output; the edge L2-normalises it",
                     },
                 },
                 "temperature": temperature_info,

@@ -113,7 +113,11 @@ def _all_leaves() -> list[tuple[str, Any, dict[str, Any]]]:
         if "null" not in names:
             assert "null" not in got, f"{path}: the schema allows null but the dataclass never sends it"
         if inner is not None and dataclasses.is_dataclass(inner):
-            obj = _node_of(_node_of(node, "array").get("items", {}), "object") if "array" in names else _node_of(node, "object")
+            obj = (
+                _node_of(_node_of(node, "array").get("items", {}), "object")
+                if "array" in names
+                else _node_of(node, "object")
+            )
             todo.extend(_walk(inner, obj, f"{path}[]." if "array" in names else f"{path}."))
         else:
             leaves.append((path, tp, node))
@@ -149,7 +153,7 @@ def test_documented_quality_semantics_match_the_code() -> None:
 
     shift = np.linspace(100, 1500, 1400)
     band = 1000.0 * np.exp(-0.5 * ((shift - 1086) / 4) ** 2)
-    background = 20000.0 * np.exp(-((shift - 100) / 2000) ** 2)
+    background = 20000.0 * np.exp(-(((shift - 100) / 2000) ** 2))
     noise = np.random.default_rng(0).normal(0, 10.0, shift.size)
     prep = preprocess(shift, band + background + noise, PreprocessSpec(), corrected=False)
     # fluorescence_ratio: removed background height over the strongest band (~ptp(bg)/1000)
