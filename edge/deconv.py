@@ -28,6 +28,9 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+# The payload type itself: a peak goes into the MQTT result and `edge classify --json` as is.
+from edge.result import Peak
+
 F32 = NDArray[np.float32]
 
 WEIGHT_KEYS = (
@@ -333,13 +336,6 @@ def find_peaks(x: F32, height: float, distance: int) -> tuple[NDArray[np.intp], 
         mask = np.array(kept)
         peaks, heights = peaks[mask], heights[mask]
     return peaks, heights
-
-
-@dataclass(frozen=True)
-class Peak:
-    shift_cm1: float
-    relevance: float  # attribution height, 1.0 for the strongest
-    intensity: float  # the preprocessed spectrum there (max-normalised, 0-1)
 
 
 def top_peaks(
