@@ -29,9 +29,10 @@ import numpy as np
 from edge.bundle import Bundle, load_bundle
 from edge.config import EdgeConfig
 from edge.errors import EdgeError, InputError, OutboxFullError, UsageError
+from edge.payload import findings
 from edge.pipeline import Analysis, Analyzer
 from edge.preprocess import despike
-from edge.result import Candidate, Instrument, Latency, Match, MixtureComponent, ModelRef, Peak, Quality, Result
+from edge.result import Instrument, Latency, ModelRef, Result
 from raman_core.units import FULL_SCALE
 
 log = logging.getLogger("edge.daemon")
@@ -145,26 +146,7 @@ def build_result(
             auto_exposure=auto_exposure,
         ),
         model=ModelRef(name=bundle.name, sha256=bundle.sha256),
-        status="ok" if analysis.status == "ok" else "rejected",
-        reason=analysis.reason,
-        top=tuple(Candidate(mineral=m, p=min(1.0, max(0.0, float(p)))) for m, p in analysis.top),
-        unknown=analysis.unknown,
-        match=None
-        if analysis.match is None
-        else Match(
-            mineral=analysis.match.mineral, rruff_id=analysis.match.rruff_id, similarity=analysis.match.similarity
-        ),  # noqa: E501
-        mixture=None
-        if analysis.mixture is None
-        else tuple(MixtureComponent(mineral=m, fraction=f) for m, f in analysis.mixture),  # noqa: E501
-        peaks=tuple(Peak(shift_cm1=p.shift_cm1, relevance=p.relevance, intensity=p.intensity) for p in analysis.peaks),
-        quality=Quality(
-            snr=analysis.snr,
-            coverage=analysis.coverage,
-            n_spikes=analysis.n_spikes,
-            saturated=analysis.saturated,
-            fluorescence_ratio=analysis.fluorescence_ratio,
-        ),
+        **findings(analysis),
         latency_ms=Latency(
             decode=decode_ms,
             preprocess=lat.get("preprocess"),

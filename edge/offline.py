@@ -18,16 +18,14 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO
 
 from edge.bundle import load_bundle
 from edge.config import EdgeConfig
 from edge.errors import EdgeError
+from edge.payload import findings_json
 from edge.pipeline import Analysis, Analyzer
-from edge.result import Candidate, Match, MixtureComponent, Quality
-from edge.result import Peak as PeakPayload
 from edge.spectrum_files import SpectrumFileError, read_spectrum_file
 
 EXIT_OK = 0
@@ -104,33 +102,7 @@ def _record(file: str, status: str, reason: str | None) -> dict[str, Any]:
 
 
 def _from_analysis(file: str, a: Analysis, *, corrected: bool) -> dict[str, Any]:
-    # Built through the payload dataclasses so the names cannot drift from the MQTT result.
-    quality = Quality(
-        snr=a.snr,
-        coverage=a.coverage,
-        n_spikes=a.n_spikes,
-        saturated=a.saturated,
-        fluorescence_ratio=a.fluorescence_ratio,
-    )
-    return {
-        "file": file,
-        "status": a.status,
-        "reason": a.reason,
-        "top": [asdict(Candidate(mineral=m, p=min(max(p, 0.0), 1.0))) for m, p in a.top],
-        "unknown": a.unknown,
-        "match": None
-        if a.match is None
-        else asdict(Match(mineral=a.match.mineral, rruff_id=a.match.rruff_id, similarity=a.match.similarity)),
-        "mixture": None
-        if a.mixture is None
-        else [asdict(MixtureComponent(mineral=m, fraction=f)) for m, f in a.mixture],
-        "peaks": [
-            asdict(PeakPayload(shift_cm1=pk.shift_cm1, relevance=pk.relevance, intensity=pk.intensity))
-            for pk in a.peaks
-        ],
-        "quality": asdict(quality),
-        "corrected": corrected,
-    }
+    return {"file": file, **findings_json(a), "corrected": corrected}
 
 
 def format_line(r: dict[str, Any]) -> str:
