@@ -17,15 +17,14 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from edge import instrument
 from edge.calibration import REFERENCE_LINES_CM1, CalibrationCheck, measure_shift_offset
 from edge.config import EdgeConfig
 from edge.errors import InputError, UsageError
-from edge.preprocess import despike, pixel_shifts
+from edge.preprocess import pixel_shifts
 
 #: Above this RMS disagreement between lines, a single offset does not describe the error.
 MAX_RESIDUAL_CM1 = 2.0
-#: Exposure in simulate mode (the emulator's signal is scaled for short exposures).
-SIMULATE_INTEGRATION_MS = 100
 
 
 def calibrate(
@@ -44,22 +43,18 @@ def calibrate(
         raise UsageError("--frames must be >= 1")
     if not cfg.simulate and not cfg.port:
         raise InputError("no spectrometer: give --port PORT (e.g. /dev/serial/by-id/...) or --simulate")
-    from firmware_bridge.client import Spectrometer
     from firmware_bridge.errors import BridgeError
 
     with ExitStack() as stack:
         port = cfg.port or ""
         if cfg.simulate:
-            port = _start_emulator(reference, simulate_shift_error_cm1, stack)
+            port = instrument.start_emulator(_emulator(reference, simulate_shift_error_cm1), stack)
         try:
-            spec = stack.enter_context(Spectrometer.open(port, baud=cfg.baud))
-            info = spec.handshake()
-            integration_ms = SIMULATE_INTEGRATION_MS if cfg.simulate else cfg.integration_ms
-            integration_ms = min(max(integration_ms, info.integration_min_ms), info.integration_max_ms)
-            spec.configure(integration_ms=integration_ms, averages=cfg.averages)
+            spec, info, exposure = instrument.open_instrument(cfg, port, stack)
             check = measure_reference(spec, info, reference, frames)
         except BridgeError as err:
             raise InputError(f"spectrometer at {port}: {err}") from err
+    integration_ms = exposure.integration_ms
     ok = check.residual_cm1 <= MAX_RESIDUAL_CM1
     report = {
         "device": {"model": info.model, "serial": info.serial_number, "laser_nm": info.laser_nm},
@@ -82,23 +77,20 @@ def measure_reference(spec: Any, info: Any, reference: str, frames: int, dark: A
     axis (no configured offset applied). Shared by `edge calibrate` and the daemon's health check.
     BridgeError (device) and CalibrationError (lines not found) propagate."""
     if dark is None:
-        dark, _ = despike(spec.acquire_dark().counts.astype(np.float64))
+        dark, _ = instrument.take_dark(spec)
     counts = np.mean([f.counts.astype(np.float64) for f in spec.acquire(frames)], axis=0)
     shifts = pixel_shifts(info.calibration_nm, info.laser_nm, info.pixel_count)
     return measure_shift_offset(shifts, counts - dark, reference)
 
 
-def _start_emulator(reference: str, shift_error_cm1: float, stack: ExitStack) -> str:
+def _emulator(reference: str, shift_error_cm1: float) -> Any:
     from firmware_bridge.emulator import Emulator, EmulatorConfig
     from firmware_bridge.physics import InstrumentModel
     from raman_core.bands import REFERENCE_BANDS as SAMPLES
 
     if reference not in SAMPLES:
         raise UsageError(f"the emulator has no {reference} sample; it has {', '.join(sorted(SAMPLES))}")
-    emu = Emulator(EmulatorConfig(sample=reference, model=InstrumentModel(shift_error_cm1=shift_error_cm1)))
-    port = emu.start()
-    stack.callback(emu.stop)
-    return port
+    return Emulator(EmulatorConfig(sample=reference, model=InstrumentModel(shift_error_cm1=shift_error_cm1)))
 
 
 def _print(check: CalibrationCheck, cfg: EdgeConfig, info: Any, ok: bool, out: TextIO) -> None:

@@ -34,6 +34,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from edge import instrument
 from edge.bundle import Bundle, load_bundle
 from edge.config import EdgeConfig
 from edge.errors import EdgeError
@@ -172,38 +173,31 @@ def check_serial(cfg: EdgeConfig) -> CheckResult:
         )
     from firmware_bridge.errors import BridgeError
 
-    emulator: Any = None
+    simulated = cfg.port is None
     port = cfg.port
     try:
-        if port is None:
-            from firmware_bridge.emulator import Emulator, EmulatorConfig
+        with contextlib.ExitStack() as stack:
+            if simulated:
+                from firmware_bridge.emulator import Emulator, EmulatorConfig
 
-            emulator = Emulator(EmulatorConfig(seed=0))
-            port = emulator.start()
-        return _probe_serial(port, cfg.baud, simulated=emulator is not None)
+                port = instrument.start_emulator(Emulator(EmulatorConfig(seed=0)), stack)
+            assert port is not None
+            return _probe_serial(port, cfg.baud, simulated=simulated)
     except (BridgeError, EdgeError) as err:
-        if emulator is None and port is not None and not Path(port).exists() and "://" not in port:
+        if not simulated and port is not None and not Path(port).exists() and "://" not in port:
             hint = f"{port} does not exist: is the spectrometer plugged in? list ports with ls /dev/serial/by-id/"
-        elif "imeout" in str(err) or "did not answer" in str(err):
+        elif "imeout" in str(err) or "not answer" in str(err):
             hint = f"the port opened but no device answered: wrong port, wrong baud ({cfg.baud}), or other firmware"
         elif "ermission" in str(err):
             hint = "add the service user to the 'dialout' group"
         else:
             hint = "check the port name, cable and baud (port=, baud= in the config)"
         return CheckResult("serial", "FAIL", str(err), hint)
-    finally:
-        if emulator is not None:
-            emulator.stop()
 
 
 def _probe_serial(port: str, baud: int, *, simulated: bool) -> CheckResult:
-    from firmware_bridge.client import Spectrometer
-
-    spec = Spectrometer.open(port, baud=baud, timeout_s=SERIAL_TIMEOUT_S, retries=1, reconnect=False)
-    try:
-        info = spec.handshake()
-    finally:
-        spec.close()
+    with instrument.open_spectrometer(port, baud, timeout_s=SERIAL_TIMEOUT_S, retries=1, reconnect=False) as spec:
+        info = instrument.handshake(spec, port)
     shifts = info.shifts_cm1()
     what = "built-in emulator" if simulated else port
     return CheckResult(

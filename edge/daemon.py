@@ -26,22 +26,18 @@ from typing import Any
 
 import numpy as np
 
+from edge import instrument
 from edge.bundle import Bundle, load_bundle
 from edge.config import EdgeConfig
 from edge.errors import EdgeError, InputError, OutboxFullError, UsageError
 from edge.payload import findings
 from edge.pipeline import Analysis, Analyzer
-from edge.preprocess import despike
 from edge.result import Instrument, Latency, ModelRef, Result
 from raman_core.units import FULL_SCALE
 
 log = logging.getLogger("edge.daemon")
 
 EXIT_QUEUED = 3
-
-#: The emulator's virtual detector is calibrated for ~100 ms exposures (longer ones saturate
-#: its brightest minerals), so --simulate caps the integration time there.
-SIMULATE_MAX_INTEGRATION_MS = 100
 
 
 class Job:
@@ -209,40 +205,24 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def _start_emulator(cfg: EdgeConfig, stack: ExitStack) -> str:
+def make_emulator(spectra: str | Path | None = None) -> Any:
+    """The emulator for --simulate (not started): the built-in sample tray, or the RRUFF
+    folder/zip `spectra`. A path that does not exist or holds no spectra is refused here, as
+    firmware_bridge's UsageError (one line at the CLI), before anything else is set up."""
     from firmware_bridge.emulator import Emulator, EmulatorConfig
 
-    emu_cfg = EmulatorConfig(seed=int(time.time()) % 100_000)
-    emu = Emulator(emu_cfg)
-    port = emu.start()
-    stack.callback(emu.stop)
-    log.info("simulating a spectrometer", extra={"port": port, "minerals": len(emu_cfg.minerals or ())})
-    return port
+    return Emulator(EmulatorConfig(spectra_path=spectra, seed=int(time.time()) % 100_000))
 
 
 def _prepare(spec: Any, cfg: EdgeConfig, analyzer: Analyzer, port: str) -> tuple[Any, Any, Any, int, int]:
     """Handshake (flushes a stale stream), configure, dark frame; returns what the loop needs."""
     from firmware_bridge.errors import BridgeError
 
-    try:
-        info = spec.handshake()
-    except BridgeError as err:
-        raise InputError(f"spectrometer at {port} does not answer: {err}") from err
-    if cfg.simulate:
-        period_ms = max(1, round(1000.0 / cfg.rate_hz))
-        integration_ms = min(cfg.integration_ms, SIMULATE_MAX_INTEGRATION_MS, period_ms)
-    else:
-        integration_ms = cfg.integration_ms
-    integration_ms = min(max(integration_ms, info.integration_min_ms), info.integration_max_ms)
-    if not cfg.simulate:
-        period_ms = integration_ms * cfg.averages  # back-to-back exposures
-    spec.configure(integration_ms=integration_ms, averages=cfg.averages)
+    info, exposure = instrument.set_up(spec, cfg, port)
     shifts = analyzer.shifts_for(info.calibration_nm, info.laser_nm, info.pixel_count)
     dark = None
     try:
-        # A cosmic ray in the one dark frame would become a negative spike in every spectrum
-        # after subtraction (and despike only removes positive spikes), so clean it first.
-        dark, n_dark_spikes = despike(spec.acquire_dark().counts.astype(np.float64))
+        dark, n_dark_spikes = instrument.take_dark(spec)
         if n_dark_spikes:
             log.info("cosmic-ray pixels removed from the dark frame", extra={"pixels": n_dark_spikes})
     except BridgeError as err:
@@ -254,11 +234,11 @@ def _prepare(spec: Any, cfg: EdgeConfig, analyzer: Analyzer, port: str) -> tuple
             "serial": info.serial_number,
             "pixels": info.pixel_count,
             "laser_nm": info.laser_nm,
-            "integration_ms": integration_ms,
-            "averages": cfg.averages,
+            "integration_ms": exposure.integration_ms,
+            "averages": exposure.averages,
         },
     )
-    return info, shifts, dark, integration_ms, period_ms
+    return info, shifts, dark, exposure.integration_ms, exposure.period_ms
 
 
 def _handle_frame(
@@ -341,7 +321,7 @@ def settings_for(
         raise UsageError(f"averages {avg} above the device's maximum {info.averages_max}")
     if cfg.simulate:
         period = max(1, round(1000.0 / change["rate_hz"])) if "rate_hz" in change else period_ms
-        integ = min(integ, SIMULATE_MAX_INTEGRATION_MS, period)
+        integ = instrument.simulated_integration_ms(integ, period)
     else:
         if "rate_hz" in change:
             raise UsageError("rate_hz applies to --simulate only (a real device streams back to back)")
@@ -1003,17 +983,23 @@ def _health_sink(cfg: EdgeConfig, server: Any, publisher: Any) -> Any:
     return lambda payload: publisher._client.publish(topic, payload, qos=1, retain=True)  # noqa: SLF001
 
 
-def run(cfg: EdgeConfig, *, stop: threading.Event | None = None, out: Any = None) -> int:
-    """Run the daemon with a loaded config; returns the process exit code."""
+def run(
+    cfg: EdgeConfig, *, stop: threading.Event | None = None, out: Any = None, spectra: str | Path | None = None
+) -> int:
+    """Run the daemon with a loaded config; returns the process exit code.
+
+    `spectra`: with --simulate, the RRUFF folder or zip the emulator serves (default: the
+    built-in sample tray)."""
     from edge.library_watch import LibraryWatch
     from edge.publisher import Publisher
-    from firmware_bridge.client import Spectrometer
-    from firmware_bridge.errors import BridgeError
 
     out = out or sys.stdout
     stop = stop or threading.Event()
     if not cfg.simulate and not cfg.port:
         raise InputError("no spectrometer: give --port PORT (e.g. /dev/serial/by-id/...) or --simulate")
+    if spectra is not None and not cfg.simulate:
+        raise UsageError("--spectra gives the emulator its spectra: it needs --simulate")
+    emulator = make_emulator(spectra) if cfg.simulate else None
     bundle = load_bundle(cfg.model_dir)
     analyzer = Analyzer(bundle, limits=cfg.quality_limits, shift_offset_cm1=cfg.shift_offset_cm1)
     library = LibraryWatch(bundle, cfg.library_path)
@@ -1064,11 +1050,15 @@ def run(cfg: EdgeConfig, *, stop: threading.Event | None = None, out: Any = None
         backlog = publisher.pending()
         if backlog:
             log.info("resuming: results from an earlier run are queued", extra={"pending": backlog})
-        port = _start_emulator(cfg, stack) if cfg.simulate else str(cfg.port)
-        try:
-            spec = Spectrometer.open(port, baud=cfg.baud)
-        except BridgeError as err:
-            raise InputError(f"cannot open spectrometer at {port}: {err}") from err
+        if emulator is not None:
+            port = instrument.start_emulator(emulator, stack)
+            log.info(
+                "simulating a spectrometer",
+                extra={"port": port, "spectra": str(spectra) if spectra else "sample tray"},
+            )
+        else:
+            port = str(cfg.port)
+        spec = instrument.open_spectrometer(port, cfg.baud)
         stack.callback(spec.close)
         loop = Acquisition(
             cfg,
