@@ -93,6 +93,9 @@ def run(
     ),
     simulate: bool | None = typer.Option(None, "--simulate/--no-simulate", help="Use the spectrometer emulator."),
     rate: float | None = typer.Option(None, "--rate", help="Spectra/s in simulate mode."),
+    spectra: Path | None = typer.Option(
+        None, "--spectra", help="With --simulate: RRUFF folder or zip to emulate (default: built-in sample tray)."
+    ),
     prefix: str | None = PrefixOpt,
     outbox: Path | None = typer.Option(None, "--outbox", help="Outbox SQLite file."),
     log_level: str | None = typer.Option(None, "--log-level", help="debug|info|warning|error"),
@@ -115,7 +118,7 @@ def run(
     )
     _setup_logging(cfg)
     daemon_run = _entry("edge.daemon", "run")
-    _exit_with(_guard(lambda: daemon_run(cfg)))
+    _exit_with(_guard(lambda: daemon_run(cfg, spectra=spectra)))
 
 
 @app.command()
@@ -206,6 +209,7 @@ def watch(
 from edge.library_cli import library_app  # noqa: E402  (issue 12: edge library add|list|remove)
 
 app.add_typer(library_app, name="library")
+
 
 def main() -> None:
     """Console entry point: every expected error of any package is one line and a non-zero exit."""
