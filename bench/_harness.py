@@ -23,18 +23,13 @@ on the wire, up to the last frame that became a result, with no result, split by
 
 from __future__ import annotations
 
-import getpass
 import os
 import re
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,100 +38,27 @@ import common
 
 common.ensure_repo_on_path()
 
-import paho.mqtt.client as mqtt  # noqa: E402
-from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
 from edge.result import Result  # noqa: E402
 from firmware_bridge.emulator import Emulator  # noqa: E402
+from tests import brokers  # noqa: E402  (the broker/subscriber/wait helpers the tests use too)
 
 REPO = common.REPO
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+MOSQUITTO = brokers.MOSQUITTO
 PYTHON = sys.executable
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until(cond: Callable[[], bool], timeout_s: float, poll_s: float = 0.02) -> bool:
-    """Poll `cond` until true or timeout; returns whether it became true (no exception)."""
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(poll_s)
-    return True
+free_port = brokers.free_port
+mosquitto_version = brokers.mosquitto_version
+#: wait_until(cond, timeout_s, poll_s=0.02) -> bool: a benchmark records a timeout, it does not fail.
+wait_until = brokers.poll_until
 
 
-def mosquitto_version() -> str | None:
-    try:
-        out = subprocess.run([MOSQUITTO, "-h"], capture_output=True, text=True, timeout=5)
-        m = re.search(r"mosquitto version (\S+)", out.stdout + out.stderr)
-        return m.group(1) if m else None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-class Broker:
-    """A mosquitto on its own port and directory; stop()/start() keep port and state."""
+class Broker(brokers.Broker):
+    """The tests' Mosquitto with a deep per-client queue: a benchmark's subscriber may be
+    offline for thousands of results, and mosquitto's default (1000) would drop them."""
 
     def __init__(self, workdir: Path, persistence: bool = True) -> None:
-        self.port = free_port()
-        self.dir = workdir
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.url = f"mqtt://127.0.0.1:{self.port}"
-        self.conf = workdir / "mosquitto.conf"
-        self.write_conf(persistence)
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    def write_conf(self, persistence: bool) -> None:
-        self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
-            # As root mosquitto would drop to user "mosquitto" and lose access to our dirs.
-            f"user {getpass.getuser()}\n"
-            "allow_anonymous true\n"
-            f"persistence {'true' if persistence else 'false'}\n"
-            f"persistence_location {self.dir}/\n"
-            "autosave_interval 0\n"
-            "max_queued_messages 100000\n"
-            f"log_dest file {self.dir}/mosquitto.log\n"
-        )
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    def start(self, timeout_s: float = 10.0) -> float:
-        """Start and wait until it accepts connections; returns that moment (monotonic)."""
-        self._proc = subprocess.Popen(
-            [MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        if not wait_until(self._accepts, timeout_s):
-            raise RuntimeError(f"mosquitto did not start on port {self.port}")
-        return time.monotonic()
-
-    def stop(self) -> None:
-        # SIGTERM: mosquitto writes its persistence file, so sessions survive a restart.
-        if self._proc is not None:
-            self._proc.terminate()
-            self._proc.wait(timeout=10)
-            self._proc = None
-
-    def wipe_state(self) -> None:
-        """Forget every session and queued message (as a broker replaced or reinstalled)."""
-        for p in self.dir.glob("*.db"):
-            p.unlink()
-
-    def _accepts(self) -> bool:
-        if self._proc is not None and self._proc.poll() is not None:
-            raise RuntimeError(f"mosquitto exited with {self._proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                return True
-        except OSError:
-            return False
+        super().__init__(workdir, persistence=persistence, max_queued_messages=100_000)
 
 
 @dataclass
@@ -149,65 +71,39 @@ class Delivery:
     status: str
 
 
-class Subscriber:
-    """paho subscriber, persistent session (clean_session=False), QoS 1, every delivery kept."""
+class Subscriber(brokers.Subscriber):
+    """Persistent session (clean_session=False), QoS 1, every result delivery kept (before
+    de-duplication) with its arrival time; other topics and unparsable payloads counted."""
 
     def __init__(self, port: int, topic: str, reconnect_delay_s: int = 1) -> None:
         self.deliveries: list[Delivery] = []
         self.other: list[tuple[float, str, bytes]] = []
         self.bad_payloads = 0
-        self.connects = 0
-        self.connect_times: list[float] = []
-        self.topic = topic
-        self._lock = threading.Lock()
-        self._subscribed = threading.Event()
-        self.client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=f"bench-sub-{uuid.uuid4().hex[:8]}",
-            clean_session=False,
+        super().__init__(
+            port, topic, client_id_prefix="bench-sub", reconnect_delay_s=reconnect_delay_s, max_inflight=100
         )
-        self.client.reconnect_delay_set(reconnect_delay_s, reconnect_delay_s)
-        self.client.max_inflight_messages_set(100)
-        self.client.on_connect = self._on_connect
-        self.client.on_subscribe = lambda c, u, mid, rcs, p: self._subscribed.set()
-        self.client.on_message = self._on_message
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-        if not self._subscribed.wait(10):
-            raise RuntimeError("subscription not acknowledged")
+        self.topic = topic
 
-    def _on_connect(self, c: Any, _u: Any, _f: Any, _rc: Any, _p: Any) -> None:
-        self.connects += 1
-        self.connect_times.append(time.monotonic())
-        c.subscribe(self.topic, qos=1)
-
-    def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        t = time.monotonic()
+    def receive(self, msg: brokers.Received) -> None:
         if not msg.topic.endswith("/result"):
-            with self._lock:
-                self.other.append((t, msg.topic, bytes(msg.payload)))
+            self.other.append((msg.t, msg.topic, msg.payload))
             return
         try:
             r = Result.from_json(msg.payload)
         except Exception:  # noqa: BLE001 - a benchmark counts bad payloads, it does not die
-            with self._lock:
-                self.bad_payloads += 1
+            self.bad_payloads += 1
             return
-        d = Delivery(t, r.id, r.seq, r.instrument.frame_seq, r.acquired_at.timestamp(), r.status)
-        with self._lock:
-            self.deliveries.append(d)
+        self.deliveries.append(
+            Delivery(msg.t, r.id, r.seq, r.instrument.frame_seq, r.acquired_at.timestamp(), r.status)
+        )
 
     def snapshot(self) -> list[Delivery]:
-        with self._lock:
+        with self.cond:
             return list(self.deliveries)
 
     def unique_ids(self) -> int:
-        with self._lock:
+        with self.cond:
             return len({d.id for d in self.deliveries})
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 @dataclass

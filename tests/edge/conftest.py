@@ -1,19 +1,15 @@
-"""Edge fixtures: result factory, a real MQTT subscriber, a minimal JSON Schema check."""
+"""Edge fixtures: result factory, a real MQTT subscriber (tests/brokers.py), a JSON Schema check."""
 
 from __future__ import annotations
 
 import json
-import threading
-import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
+from brokers import Subscriber
 
 from edge.config import parse_broker_url
 from edge.publisher import MqttSettings
@@ -42,49 +38,6 @@ def build_settings(url: str, *, device_id: str = "dev1", **kw: Any) -> MqttSetti
     kw.setdefault("reconnect_max_s", 2)
     kw.setdefault("prefix", "test")
     return MqttSettings(broker=parse_broker_url(url), device_id=device_id, **kw)
-
-
-@dataclass(frozen=True)
-class Received:
-    topic: str
-    payload: bytes
-    retain: bool
-
-
-class Subscriber:
-    """A real paho subscriber. Persistent session (clean_session=False) so that, with a
-    persistent broker, messages published while it is disconnected are queued for it."""
-
-    def __init__(self, url: str, topic: str) -> None:
-        b = parse_broker_url(url)
-        self.messages: list[Received] = []
-        self._cond = threading.Condition()
-        self._subscribed = threading.Event()
-        self.client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=f"test-sub-{uuid.uuid4().hex[:8]}",
-            clean_session=False,
-        )
-        self.client.reconnect_delay_set(1, 1)
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
-        self.client.on_subscribe = lambda c, u, mid, rcs, p: self._subscribed.set()
-        self.client.on_message = self._on_message
-        self.client.connect(b.host, b.port)
-        self.client.loop_start()
-        assert self._subscribed.wait(10), "subscription not acknowledged"
-
-    def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        with self._cond:
-            self.messages.append(Received(msg.topic, bytes(msg.payload), bool(msg.retain)))
-            self._cond.notify_all()
-
-    def wait_for(self, pred: Callable[[list[Received]], bool], timeout_s: float) -> bool:
-        with self._cond:
-            return self._cond.wait_for(lambda: pred(self.messages), timeout_s)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 MakeResult = Callable[..., Result]

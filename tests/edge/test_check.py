@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import shutil
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from brokers import free_port
 from typer.testing import CliRunner
 
 from edge.bundle import DEFAULT_BUNDLE
@@ -16,12 +16,6 @@ from edge.cli import app
 from firmware_bridge.emulator import Emulator, EmulatorConfig
 
 runner = CliRunner()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def lines_by_check(output: str) -> dict[str, str]:

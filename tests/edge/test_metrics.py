@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+from brokers import free_port
 from prometheus_client.parser import text_string_to_metric_families
 
 from edge.config import load_config
 from edge.daemon import run
 from firmware_bridge.emulator import Emulator, EmulatorConfig
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
