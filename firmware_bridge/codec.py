@@ -14,7 +14,6 @@ No serial ports, sockets or threads here; `transport.py` does the I/O.
 
 from __future__ import annotations
 
-import struct
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -130,9 +129,10 @@ class Codec:
                 raise UsageError(str(err)) from None
         try:
             op, payload = encode_payload(msg)
-        except (ValueError, OverflowError, TypeError, struct.error) as err:
+        except (ValueError, OverflowError, TypeError) as err:
             # A field that does not fit its wire type (a negative count, a 70 s integration in
             # a u16...) is the caller's mistake: say which message, in the bridge's own family.
+            # (encode_payload already turns struct.error into ValueError.)
             raise UsageError(f"cannot encode {type(msg).__name__}: {err}") from None
         if len(payload) > wire.MAX_PAYLOAD:
             raise UsageError(f"{op.name} payload of {len(payload)} bytes exceeds MAX_PAYLOAD")

@@ -1,4 +1,4 @@
-"""Protocol messages as frozen dataclasses, and the opcode -> payload layout table.
+"""Protocol messages as frozen dataclasses, and the one registry table opcode -> class -> layout.
 
 Units are in the field names (integration_ms, laser_nm, period_ms). Every payload is
 little-endian. Host -> device opcodes are 0x01-0x7F, device -> host 0x80-0xFF. The same
@@ -9,8 +9,10 @@ every message.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from enum import IntEnum, IntFlag
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -214,26 +216,11 @@ Message = (
 )
 
 # ---------------------------------------------------------------------------------------
-# Payload layouts. Fixed-size payloads are a struct format per opcode; INFO and SPECTRUM
-# have a fixed part followed by variable data (documented at their pack functions).
+# The registry: ONE table from opcode to message class, payload layout, and the mapping
+# between the dataclass and the struct values. Encoding and decoding read nothing else.
+# Fixed-size payloads are a struct per opcode; INFO and SPECTRUM have a fixed head followed
+# by variable data, so they register whole-payload functions instead (see below).
 # ---------------------------------------------------------------------------------------
-
-#: Fixed payload layouts: Op -> struct format (little-endian). "" means empty payload.
-FIXED_LAYOUTS: dict[Op, str] = {
-    Op.PING: "",
-    Op.GET_INFO: "",
-    Op.SET_INTEGRATION: "<I",  # I integration_ms
-    Op.SET_AVERAGES: "<H",  # H averages (>= 1)
-    Op.ACQUIRE: "<H",  # H count of spectra (>= 1)
-    Op.STREAM_START: "<I",  # I period_ms between spectra (>= integration_ms * averages)
-    Op.STREAM_STOP: "",
-    Op.DARK: "",
-    Op.LASER: "<BBH",  # B on (0/1), B power_pct (0-100), H watchdog_s (0 = default)
-    Op.ABORT: "",
-    Op.FLUSH: "",
-    Op.ACK: "<BH",  # B acked_type, H acked_seq
-    Op.NACK: "<BHB",  # B acked_type, H acked_seq, B code (NackCode)
-}
 
 # SPECTRUM fixed part, then pixel_count x uint16 counts:
 #   I seq, I timestamp_ms, I integration_ms, H averages, H flags, H pixel_count
@@ -252,112 +239,66 @@ class PayloadError(ValueError):
     """A payload does not match its layout (the codec turns this into a FrameError)."""
 
 
-def encode_payload(msg: Message) -> tuple[Op, bytes]:
-    """Message -> (opcode, payload bytes). Raises ValueError on values that do not fit."""
-    if isinstance(msg, SpectrumFrame):
-        counts = np.asarray(msg.counts)
-        if counts.ndim != 1:
-            raise ValueError("counts must be one-dimensional")
-        head = SPECTRUM_HEAD.pack(
-            msg.seq & 0xFFFFFFFF,
-            msg.timestamp_ms & 0xFFFFFFFF,
-            msg.integration_ms,
-            msg.averages,
-            int(msg.flags),
-            counts.size,
-        )
-        return Op.SPECTRUM, head + counts.astype("<u2", copy=False).tobytes()
-    if isinstance(msg, DeviceInfo):
-        strings = b""
-        for text in (msg.model, msg.serial_number, msg.firmware_version):
-            raw = text.encode("utf-8")
-            if len(raw) > MAX_STRING:
-                raise ValueError(f"INFO string too long ({len(raw)} bytes): {text[:20]!r}...")
-            strings += bytes([len(raw)]) + raw
-        head = INFO_HEAD.pack(
-            msg.pixel_count,
-            msg.laser_nm,
-            msg.integration_min_ms,
-            msg.integration_max_ms,
-            msg.averages_max,
-            len(msg.calibration_nm),
-        )
-        coeffs = struct.pack(f"<{len(msg.calibration_nm)}d", *msg.calibration_nm)
-        return Op.INFO, head + coeffs + strings
-    op, values = _fixed_fields(msg)
-    return op, struct.pack(FIXED_LAYOUTS[op], *values) if values else b""
+@dataclass(frozen=True)
+class Entry:
+    """How one opcode travels: its class, its payload layout, fields <-> struct values.
+
+    For a fixed layout `to_values`/`from_values` map the dataclass to the struct's values
+    and back (default: the dataclass fields in declaration order). A variable-length
+    payload (INFO, SPECTRUM) sets `encode`/`decode` for the whole payload and `layout` is
+    only its fixed head, for documentation.
+    """
+
+    op: Op
+    cls: type[Any]
+    layout: struct.Struct
+    to_values: Callable[[Any], tuple[Any, ...]] | None = None
+    from_values: Callable[[tuple[Any, ...]], Any] | None = None
+    encode: Callable[[Any], bytes] | None = None
+    decode: Callable[[bytes], Any] | None = None
+
+    @property
+    def variable(self) -> bool:
+        return self.encode is not None
 
 
-def _fixed_fields(msg: Message) -> tuple[Op, tuple[int, ...]]:
-    if isinstance(msg, Ping):
-        return Op.PING, ()
-    if isinstance(msg, GetInfo):
-        return Op.GET_INFO, ()
-    if isinstance(msg, SetIntegration):
-        return Op.SET_INTEGRATION, (msg.integration_ms,)
-    if isinstance(msg, SetAverages):
-        return Op.SET_AVERAGES, (msg.averages,)
-    if isinstance(msg, Acquire):
-        return Op.ACQUIRE, (msg.count,)
-    if isinstance(msg, StreamStart):
-        return Op.STREAM_START, (msg.period_ms,)
-    if isinstance(msg, StreamStop):
-        return Op.STREAM_STOP, ()
-    if isinstance(msg, Dark):
-        return Op.DARK, ()
-    if isinstance(msg, Laser):
-        return Op.LASER, (int(msg.on), msg.power_pct, msg.watchdog_s)
-    if isinstance(msg, Abort):
-        return Op.ABORT, ()
-    if isinstance(msg, Flush):
-        return Op.FLUSH, ()
-    if isinstance(msg, Ack):
-        return Op.ACK, (msg.acked_type, msg.acked_seq & 0xFFFF)
-    if isinstance(msg, Nack):
-        return Op.NACK, (msg.acked_type, msg.acked_seq & 0xFFFF, msg.code)
-    raise TypeError(f"not a protocol message: {type(msg).__name__}")
+def _fields_in_order(cls: type[Any]) -> Callable[[Any], tuple[Any, ...]]:
+    names = tuple(f.name for f in fields(cls))
+    return lambda msg: tuple(getattr(msg, n) for n in names)
 
 
-_EMPTY: dict[Op, Message] = {
-    Op.PING: Ping(),
-    Op.GET_INFO: GetInfo(),
-    Op.STREAM_STOP: StreamStop(),
-    Op.DARK: Dark(),
-    Op.ABORT: Abort(),
-    Op.FLUSH: Flush(),
-}
+def _encode_spectrum(msg: SpectrumFrame) -> bytes:
+    counts = np.asarray(msg.counts)
+    if counts.ndim != 1:
+        raise ValueError("counts must be one-dimensional")
+    head = SPECTRUM_HEAD.pack(
+        msg.seq & 0xFFFFFFFF,
+        msg.timestamp_ms & 0xFFFFFFFF,
+        msg.integration_ms,
+        msg.averages,
+        int(msg.flags),
+        counts.size,
+    )
+    return head + counts.astype("<u2", copy=False).tobytes()
 
 
-def decode_payload(msg_type: int, payload: bytes) -> Message:
-    """(opcode, payload) -> Message. Raises PayloadError when they do not fit together."""
-    try:
-        op = Op(msg_type)
-    except ValueError:
-        raise PayloadError(f"unknown message type 0x{msg_type:02x}") from None
-    if op is Op.SPECTRUM:
-        return _decode_spectrum(payload)
-    if op is Op.INFO:
-        return _decode_info(payload)
-    layout = FIXED_LAYOUTS[op]
-    size = struct.calcsize(layout) if layout else 0
-    if len(payload) != size:
-        raise PayloadError(f"{op.name} payload is {len(payload)} bytes, expected {size}")
-    if op in _EMPTY:
-        return _EMPTY[op]
-    v = struct.unpack(layout, payload)
-    if op is Op.SET_INTEGRATION:
-        return SetIntegration(v[0])
-    if op is Op.SET_AVERAGES:
-        return SetAverages(v[0])
-    if op is Op.ACQUIRE:
-        return Acquire(v[0])
-    if op is Op.STREAM_START:
-        return StreamStart(v[0])
-    if op is Op.LASER:
-        return Laser(bool(v[0]), v[1], v[2])
-    if op is Op.ACK:
-        return Ack(v[0], v[1])
-    return Nack(v[0], v[1], v[2])  # Op.NACK: the only fixed layout left
+def _encode_info(msg: DeviceInfo) -> bytes:
+    strings = b""
+    for text in (msg.model, msg.serial_number, msg.firmware_version):
+        raw = text.encode("utf-8")
+        if len(raw) > MAX_STRING:
+            raise ValueError(f"INFO string too long ({len(raw)} bytes): {text[:20]!r}...")
+        strings += bytes([len(raw)]) + raw
+    head = INFO_HEAD.pack(
+        msg.pixel_count,
+        msg.laser_nm,
+        msg.integration_min_ms,
+        msg.integration_max_ms,
+        msg.averages_max,
+        len(msg.calibration_nm),
+    )
+    coeffs = struct.pack(f"<{len(msg.calibration_nm)}d", *msg.calibration_nm)
+    return head + coeffs + strings
 
 
 def _decode_spectrum(payload: bytes) -> SpectrumFrame:
@@ -404,3 +345,108 @@ def _decode_info(payload: bytes) -> DeviceInfo:
         integration_max_ms=imax,
         averages_max=avg_max,
     )
+
+
+def _fixed(
+    op: Op,
+    cls: type[Any],
+    fmt: str,
+    to_values: Callable[[Any], tuple[Any, ...]] | None = None,
+    from_values: Callable[[tuple[Any, ...]], Any] | None = None,
+) -> Entry:
+    """A fixed-layout entry; by default the struct values are the dataclass fields in order."""
+    return Entry(
+        op,
+        cls,
+        struct.Struct(fmt),
+        to_values=to_values or _fields_in_order(cls),
+        from_values=from_values or (lambda v: cls(*v)),
+    )
+
+
+#: Every opcode, once. The comments name the struct values in order.
+REGISTRY: tuple[Entry, ...] = (
+    _fixed(Op.PING, Ping, "<"),
+    _fixed(Op.GET_INFO, GetInfo, "<"),
+    _fixed(Op.SET_INTEGRATION, SetIntegration, "<I"),  # I integration_ms
+    _fixed(Op.SET_AVERAGES, SetAverages, "<H"),  # H averages (>= 1)
+    _fixed(Op.ACQUIRE, Acquire, "<H"),  # H count of spectra (>= 1)
+    _fixed(Op.STREAM_START, StreamStart, "<I"),  # I period_ms (>= integration_ms * averages)
+    _fixed(Op.STREAM_STOP, StreamStop, "<"),
+    _fixed(Op.DARK, Dark, "<"),
+    _fixed(
+        Op.LASER,
+        Laser,
+        "<BBH",  # B on (0/1), B power_pct (0-100), H watchdog_s (0 = default)
+        to_values=lambda msg: (int(msg.on), msg.power_pct, msg.watchdog_s),
+        from_values=lambda v: Laser(bool(v[0]), v[1], v[2]),
+    ),
+    _fixed(Op.ABORT, Abort, "<"),
+    _fixed(Op.FLUSH, Flush, "<"),
+    _fixed(
+        Op.ACK,
+        Ack,
+        "<BH",  # B acked_type, H acked_seq (the header seq is 16 bits)
+        to_values=lambda msg: (msg.acked_type, msg.acked_seq & 0xFFFF),
+    ),
+    _fixed(
+        Op.NACK,
+        Nack,
+        "<BHB",  # B acked_type, H acked_seq, B code (NackCode)
+        to_values=lambda msg: (msg.acked_type, msg.acked_seq & 0xFFFF, msg.code),
+    ),
+    Entry(Op.INFO, DeviceInfo, INFO_HEAD, encode=_encode_info, decode=_decode_info),
+    Entry(Op.SPECTRUM, SpectrumFrame, SPECTRUM_HEAD, encode=_encode_spectrum, decode=_decode_spectrum),
+)
+
+#: Lookups derived from REGISTRY (never edited by hand).
+BY_OP: dict[int, Entry] = {e.op: e for e in REGISTRY}
+BY_CLASS: dict[type[Any], Entry] = {e.cls: e for e in REGISTRY}
+
+#: Fixed payload layouts, Op -> struct format ("" = empty payload), derived from REGISTRY.
+FIXED_LAYOUTS: dict[Op, str] = {e.op: e.layout.format if e.layout.size else "" for e in REGISTRY if not e.variable}
+
+#: Empty payloads decode to one shared instance per opcode (frozen, so sharing is safe).
+_EMPTY_INSTANCE: dict[int, Any] = {e.op: e.cls() for e in REGISTRY if not e.variable and e.layout.size == 0}
+
+
+def op_of(msg: Message) -> Op:
+    """The opcode of a message (TypeError for anything that is not a protocol message)."""
+    entry = BY_CLASS.get(type(msg))
+    if entry is None:
+        raise TypeError(f"not a protocol message: {type(msg).__name__}")
+    return entry.op
+
+
+def encode_payload(msg: Message) -> tuple[Op, bytes]:
+    """Message -> (opcode, payload bytes).
+
+    Raises ValueError when a value does not fit its wire type (struct.error is turned into
+    ValueError here, so callers see one family), TypeError for a non-message.
+    """
+    entry = BY_CLASS.get(type(msg))
+    if entry is None:
+        raise TypeError(f"not a protocol message: {type(msg).__name__}")
+    try:
+        if entry.encode is not None:
+            return entry.op, entry.encode(msg)
+        assert entry.to_values is not None
+        return entry.op, entry.layout.pack(*entry.to_values(msg))
+    except struct.error as err:
+        raise ValueError(f"{entry.op.name}: {err}") from None
+
+
+def decode_payload(msg_type: int, payload: bytes) -> Message:
+    """(opcode, payload) -> Message. Raises PayloadError when they do not fit together."""
+    entry = BY_OP.get(msg_type)
+    if entry is None:
+        raise PayloadError(f"unknown message type 0x{msg_type:02x}")
+    if entry.decode is not None:
+        return entry.decode(payload)  # type: ignore[no-any-return]
+    size = entry.layout.size
+    if len(payload) != size:
+        raise PayloadError(f"{entry.op.name} payload is {len(payload)} bytes, expected {size}")
+    if size == 0:
+        return _EMPTY_INSTANCE[msg_type]  # type: ignore[no-any-return]
+    assert entry.from_values is not None
+    return entry.from_values(entry.layout.unpack(payload))  # type: ignore[no-any-return]

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -262,3 +264,31 @@ def test_each_event_is_charged_its_own_decode_time() -> None:
     assert sum(costs) <= feed_ms * 1.01 + 0.05
     # the old accounting charged the whole read to the first event: ~50x the others
     assert costs[0] < 10 * (sorted(costs)[25] + 0.01)
+
+
+def test_every_op_has_exactly_one_registry_entry_that_round_trips() -> None:
+    ops = [entry.op for entry in m.REGISTRY]
+    assert sorted(ops) == sorted(m.Op) and len(ops) == len(set(ops))
+    classes = [entry.cls for entry in m.REGISTRY]
+    assert len(classes) == len(set(classes))
+    by_class = {type(msg): msg for msg in ALL_MESSAGES}
+    for entry in m.REGISTRY:
+        msg = by_class[entry.cls]  # every registered class has a sample message above
+        op, payload = m.encode_payload(msg)
+        assert op is entry.op and m.op_of(msg) is entry.op
+        assert m.decode_payload(op, payload) == msg
+        if not entry.variable:
+            assert len(payload) == entry.layout.size == struct.calcsize(m.FIXED_LAYOUTS[op] or "<")
+
+
+def test_registry_mappings_keep_the_wire_bytes() -> None:
+    # The per-field conversions that are not "dataclass fields in order": bool -> u8 and
+    # the 16-bit seq mask of ACK/NACK; and the exact bytes of a few payloads.
+    assert m.encode_payload(m.Laser(True, 80, 10)) == (m.Op.LASER, b"\x01\x50\x0a\x00")
+    assert m.decode_payload(m.Op.LASER, b"\x01\x50\x0a\x00") == m.Laser(True, 80, 10)
+    assert m.encode_payload(m.Ack(m.Op.PING, 0x1_0005)) == (m.Op.ACK, b"\x01\x05\x00")
+    assert m.encode_payload(m.Nack(m.Op.ACQUIRE, 7, 4)) == (m.Op.NACK, b"\x05\x07\x00\x04")
+    assert m.encode_payload(m.SetIntegration(250)) == (m.Op.SET_INTEGRATION, b"\xfa\x00\x00\x00")
+    assert m.encode_payload(m.Ping()) == (m.Op.PING, b"")
+    with pytest.raises(TypeError, match="not a protocol message"):
+        m.encode_payload(object())  # type: ignore[arg-type]
