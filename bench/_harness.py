@@ -23,7 +23,6 @@ on the wire, up to the last frame that became a result, with no result, split by
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -234,32 +233,16 @@ def spawn_daemon(
     argv_prefix: list[str] | None = None,
 ) -> DaemonRun:
     """Start `python -m edge.cli run` (a real subprocess); integration_ms sets the stream period."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAMAN_EDGE_")}
-    env["RAMAN_EDGE_INTEGRATION_MS"] = str(integration_ms)
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra_env or {})
-    args = [
-        "run",
-        "--port",
-        port,
-        "--broker",
-        broker_url,
-        "--device-id",
-        device_id,
-        "--prefix",
-        prefix,
-        "--outbox",
-        str(outbox),
-        "--drain-timeout",
-        f"{drain_timeout_s:g}",
-        "--log-level",
-        "warning",
-    ]
-    if count is not None:
-        args += ["--count", str(count)]
-    cmd = (argv_prefix or [PYTHON, "-m", "edge.cli"]) + args
-    proc = subprocess.Popen(
-        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    proc = brokers.edge_run(
+        port=port,
+        broker_url=broker_url,
+        outbox=outbox,
+        device_id=device_id,
+        prefix=prefix,
+        count=count,
+        drain_timeout_s=drain_timeout_s,
+        env={"RAMAN_EDGE_INTEGRATION_MS": str(integration_ms), **(extra_env or {})},
+        argv_prefix=argv_prefix,
     )
     run = DaemonRun(proc=proc, started=time.monotonic())
     run._reader = threading.Thread(target=run._read, daemon=True)

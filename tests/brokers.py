@@ -9,10 +9,12 @@ package in here, so a benchmark can use it without either.
 from __future__ import annotations
 
 import getpass
+import os
 import re
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -26,6 +28,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+REPO = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
@@ -225,3 +228,36 @@ class Subscriber:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def edge_run(
+    *,
+    port: str,
+    broker_url: str,
+    outbox: Path,
+    device_id: str,
+    prefix: str,
+    count: int | None = None,
+    drain_timeout_s: float = 20.0,
+    env: dict[str, str] | None = None,
+    argv_prefix: list[str] | None = None,
+) -> subprocess.Popen[str]:
+    """`python -m edge.cli run` as a real subprocess (one a test or benchmark can SIGKILL), from
+    the checkout, stdout and stderr in one line-buffered text pipe. RAMAN_EDGE_* variables of
+    this process are dropped; `env` adds what the caller means."""
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("RAMAN_EDGE_")}
+    child_env["PYTHONUNBUFFERED"] = "1"
+    child_env.update(env or {})
+    args = ["run", "--port", port, "--broker", broker_url, "--device-id", device_id, "--prefix", prefix]
+    args += ["--outbox", str(outbox), "--drain-timeout", f"{drain_timeout_s:g}", "--log-level", "warning"]
+    if count is not None:
+        args += ["--count", str(count)]
+    return subprocess.Popen(
+        (argv_prefix or [sys.executable, "-m", "edge.cli"]) + args,
+        cwd=REPO,
+        env=child_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+    )

@@ -18,28 +18,20 @@ def wait_until_fixture() -> Callable[[Callable[[], bool], float, str], None]:
 
 
 @pytest.fixture
-def mosquitto(tmp_path: Path) -> Iterator[Broker]:
-    """A running broker on a free port (persistence on); stop()/start()/restart() it freely."""
+def unstarted_broker(tmp_path: Path) -> Iterator[Broker]:
+    """A broker reserved on a free port but not running: start() it when the test wants."""
     if not Path(MOSQUITTO).exists():
         pytest.skip("mosquitto binary not installed")
-    d = tmp_path / "mosquitto"
-    d.mkdir()
-    broker = Broker(d)
-    broker.start()
+    broker = Broker(tmp_path / "mosquitto")
     yield broker
     broker.stop()
 
 
 @pytest.fixture
-def unstarted_broker(tmp_path: Path) -> Iterator[Broker]:
-    """A broker reserved on a free port but not running: start() it when the test wants."""
-    if not Path(MOSQUITTO).exists():
-        pytest.skip("mosquitto binary not installed")
-    d = tmp_path / "mosquitto"
-    d.mkdir()
-    broker = Broker(d)
-    yield broker
-    broker.stop()
+def mosquitto(unstarted_broker: Broker) -> Broker:
+    """A running broker on a free port (persistence on); stop()/start()/restart() it freely."""
+    unstarted_broker.start()
+    return unstarted_broker
 
 
 @pytest.fixture

@@ -7,24 +7,21 @@ and as a real subprocess (`python -m edge.cli run ...`) where it must be SIGKILL
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from brokers import edge_run
 
 from edge.bundle import load_bundle
 from edge.config import load_config
 from edge.daemon import EXIT_QUEUED, run
 from edge.result import Result
 from firmware_bridge.emulator import Emulator, EmulatorConfig, Faults
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -156,33 +153,8 @@ def test_unreachable_broker_still_runs_queues_and_says_so(
 
 
 def _spawn(tmp_path: Path, port: str, broker_url: str, count: int) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAMAN_EDGE_")}
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "edge.cli",
-            "run",
-            "--port",
-            port,
-            "--broker",
-            broker_url,
-            "--device-id",
-            "e2e",
-            "--prefix",
-            "test",
-            "--outbox",
-            str(tmp_path / "outbox.sqlite"),
-            "--count",
-            str(count),
-            "--drain-timeout",
-            "20",
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    return edge_run(
+        port=port, broker_url=broker_url, outbox=tmp_path / "outbox.sqlite", device_id="e2e", prefix="test", count=count
     )
 
 
