@@ -167,6 +167,8 @@ class Subscriber:
         client_id_prefix: str = "test-sub",
         reconnect_delay_s: int = 1,
         max_inflight: int | None = None,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         if isinstance(broker, int):
             host, port = "127.0.0.1", broker
@@ -187,6 +189,8 @@ class Subscriber:
         self.client.reconnect_delay_set(reconnect_delay_s, reconnect_delay_s)
         if max_inflight is not None:
             self.client.max_inflight_messages_set(max_inflight)
+        if username is not None:
+            self.client.username_pw_set(username, password)
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda c, u, mid, rcs, p: self._subscribed.set()
         self.client.on_message = self._on_message
@@ -221,9 +225,9 @@ class Subscriber:
         with self.cond:
             return [m.payload for m in self.messages if m.topic == topic]
 
-    def publish(self, topic: str, payload: str | bytes, qos: int = 1, **kw: Any) -> None:
+    def publish(self, topic: str, payload: str | bytes, qos: int = 1, **kw: Any) -> mqtt.MQTTMessageInfo:
         """Publish on this client's connection (`kw`: paho's, e.g. MQTT 5 `properties`)."""
-        self.client.publish(topic, payload, qos=qos, **kw)
+        return self.client.publish(topic, payload, qos=qos, **kw)
 
     def close(self) -> None:
         self.client.disconnect()

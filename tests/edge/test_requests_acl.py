@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import getpass
 import subprocess
-import threading
-import uuid
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from brokers import Subscriber
 
 from edge.config import parse_broker_url
 from edge.publisher import MqttSettings
@@ -21,25 +18,8 @@ ACL = REPO / "deploy" / "mosquitto-acl.conf"
 USERS = {"dev-acl": "pw-dev", "reader": "pw-reader", "operator": "pw-op"}
 
 
-def _client(port: int, user: str, *subs: str) -> tuple[mqtt.Client, list[tuple[str, bytes]], threading.Condition]:
-    got: list[tuple[str, bytes]] = []
-    cond = threading.Condition()
-    ready = threading.Event()
-    c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"acl-{user}-{uuid.uuid4().hex[:6]}")
-    c.username_pw_set(user, USERS[user])
-
-    def on_message(_c: Any, _u: Any, m: mqtt.MQTTMessage) -> None:
-        with cond:
-            got.append((m.topic, bytes(m.payload)))
-            cond.notify_all()
-
-    c.on_connect = lambda cl, u, f, rc, p: cl.subscribe([(s, 1) for s in subs]) if subs else ready.set()
-    c.on_subscribe = lambda *a: ready.set()
-    c.on_message = on_message
-    c.connect("127.0.0.1", port)
-    c.loop_start()
-    assert ready.wait(10)
-    return c, got, cond
+def _client(port: int, user: str, *subs: str) -> Subscriber:
+    return Subscriber(port, *subs, username=user, password=USERS[user], client_id_prefix=f"acl-{user}")
 
 
 def test_client_without_write_access_to_requests_cannot_make_the_device_do_anything(
@@ -71,23 +51,20 @@ def test_client_without_write_access_to_requests_cannot_make_the_device_do_anyth
     clients = []
     try:
         assert server.wait_subscribed(10)
-        reader, rgot, rcond = _client(b.port, "reader", "raman/dev-acl/response/#")
-        op, ogot, ocond = _client(b.port, "operator", "raman/dev-acl/response/#")
+        reader = _client(b.port, "reader", "raman/dev-acl/response/#")
+        op = _client(b.port, "operator", "raman/dev-acl/response/#")
         clients += [reader, op]
         # The reader's requests are accepted by the broker (QoS 1 is acknowledged) but dropped.
         for _ in range(5):
             reader.publish("raman/dev-acl/request/status", b'{"transaction": "r"}', qos=1).wait_for_publish(5)
         op.publish("raman/dev-acl/request/status", b'{"transaction": "o"}', qos=1).wait_for_publish(5)
-        with ocond:
-            assert ocond.wait_for(lambda: len(ogot) >= 1, 10), "operator got no response"
-        assert b'"transaction":"o"' in ogot[0][1]
+        assert op.wait_for(lambda ms: len(ms) >= 1, 10), "operator got no response"
+        assert b'"transaction":"o"' in op.messages[0].payload
         assert calls == [1], "the reader's requests reached the device"
         # The reader can still read the operator's response (consumers read responses).
-        with rcond:
-            assert rcond.wait_for(lambda: len(rgot) >= 1, 10)
-        assert all(b'"transaction":"r"' not in p for _, p in rgot + ogot)
+        assert reader.wait_for(lambda ms: len(ms) >= 1, 10)
+        assert all(b'"transaction":"r"' not in m.payload for m in reader.messages + op.messages)
     finally:
         for c in clients:
-            c.disconnect()
-            c.loop_stop()
+            c.close()
         server.close()
