@@ -81,6 +81,9 @@ class MixtureComponent:
 
 @dataclass(frozen=True, kw_only=True)
 class Peak:
+    """One band that drove the decision; `edge.deconv.top_peaks` returns these, so the payload
+    carries the deconvnet's peaks as they are."""
+
     shift_cm1: float  # Raman shift of the peak centre, cm^-1
     relevance: float  # deconvnet relevance, normalised so the strongest peak is 1
     intensity: float  # preprocessed (normalised) intensity at the peak, dimensionless
