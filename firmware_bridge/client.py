@@ -26,49 +26,245 @@ dropped spectrum seqs, stale frames discarded, timeouts, retries and reconnects.
 Line-mode (text) devices: the codec detects them (or pass mode="line"); the same calls work,
 mapped onto INFO/INT/AVG/START/STOP lines; a text device has no dark or laser control, so
 `acquire_dark` raises DeviceError there.
+
+Layers: the protocol state (which reply answers which command, retries, backlog, keepalive,
+seq gaps) is `host_session.HostSession`, which does no I/O. `_BinaryDriver` and `_LineDriver`
+are the two protocols' policies on top of it; both run the same blocking pump between the
+session and the `Transport` (which only moves bytes through the codec). `Spectrometer` is
+the one API in front and picks the driver from the codec's (detected) mode.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import Any
 
 from firmware_bridge import messages as m
-from firmware_bridge.codec import Codec, FrameError, Mode
+from firmware_bridge.codec import Codec, Mode
 from firmware_bridge.errors import DeviceError, UsageError
-from firmware_bridge.transport import LinkDown, LinkUp, Transport, TransportEvent
-
-#: Commands that can be repeated safely when their ACK was lost.
-_IDEMPOTENT = (
-    m.Ping,
-    m.GetInfo,
-    m.SetIntegration,
-    m.SetAverages,
-    m.StreamStart,
-    m.StreamStop,
-    m.Laser,
-    m.Abort,
-    m.Flush,
+from firmware_bridge.host_session import (
+    IDEMPOTENT,
+    MAX_BACKLOG,
+    Action,
+    ClientStats,
+    Deliver,
+    HostSession,
+    Recover,
+    Restart,
+    Send,
 )
+from firmware_bridge.transport import LinkDown, LinkUp, Transport
 
-#: Spectra kept while waiting for something else (e.g. arriving before an ACK).
-_MAX_BACKLOG = 64
+__all__ = ["IDEMPOTENT", "MAX_BACKLOG", "ClientStats", "Spectrometer"]
+
+#: How long the stream loop waits for an event before it looks at the clock again.
+_STREAM_POLL_S = 0.1
 
 
-@dataclass
-class ClientStats:
-    spectra: int = 0
-    corrupt_frames: int = 0  # FrameError events (bad CRC, garbage, ...)
-    dropped_seqs: int = 0  # gaps in the device's spectrum seq
-    stale_discarded: int = 0  # frames thrown away by handshake (old session's stream)
-    timeouts: int = 0
-    retries: int = 0
-    nacks: int = 0
-    link_downs: int = 0
-    reconnects: int = 0
+class _Driver:
+    """The blocking pump both protocols share: transmit the session's `Send`s, feed it the
+    transport's events until its request is finished."""
+
+    def __init__(self, spec: Spectrometer) -> None:
+        self.spec = spec
+        self.session = spec.session
+        self.transport = spec.transport
+
+    def transmit(self, actions: list[Action]) -> None:
+        for action in actions:
+            if not isinstance(action, Send):
+                continue  # stream actions only matter to the stream loop
+            codec = self.transport.codec
+            seq: int | None = codec.next_tx_seq
+            try:
+                self.transport.send(codec.encode(action.msg))
+            except DeviceError:
+                if not action.quiet:
+                    self.session.cancel()
+                    raise
+                seq = None
+            self.session.sent(seq, time.monotonic())
+
+    def run(self, actions: list[Action], *, until_line: bool = False) -> Any:
+        """Transmit `actions`, then pump events until the session's request is finished.
+        `until_line`: stop as soon as the codec finds a text device (which sends no ACK)."""
+        session = self.session
+        self.transmit(actions)
+        while not session.finished:
+            event = self.transport.get(session.wait_s(time.monotonic()))
+            now = time.monotonic()
+            if event is None:
+                self.transmit(session.tick(now))
+                continue
+            self.transmit(session.receive(event, now))
+            if until_line and self.transport.codec.mode == "line":
+                session.cancel()
+                return None
+            if not session.finished:
+                self.transmit(session.tick(now))  # a busy link must not starve the timeout
+        return session.result()
+
+    def collect(self, n: int, *, dark: bool, timeout_s: float) -> list[m.SpectrumFrame]:
+        frames: list[m.SpectrumFrame] = self.run(
+            self.session.collect(n, dark=dark, timeout_s=timeout_s, now=time.monotonic())
+        )
+        return frames
+
+    def stream(self, period_ms: int, max_frames: int | None) -> Iterator[m.SpectrumFrame | LinkDown | LinkUp]:
+        session = self.session
+        count = 0
+        self.start_stream(period_ms)
+        session.stream_begin(period_ms, time.monotonic(), keepalive=self.keepalive)
+        try:
+            while max_frames is None or count < max_frames:
+                if session.backlog:
+                    yield session.backlog.popleft()
+                    count += 1
+                    continue
+                actions = session.tick(time.monotonic())
+                event = self.transport.get(_STREAM_POLL_S)
+                if event is not None:
+                    actions += session.receive(event, time.monotonic())
+                for action in actions:
+                    if isinstance(action, Send):
+                        self.transmit([action])
+                    elif isinstance(action, Deliver):
+                        yield action.item
+                        count += isinstance(action.item, m.SpectrumFrame)
+                    elif isinstance(action, Recover):
+                        if self.spec._recover(period_ms):
+                            session.stream_recovered(time.monotonic())
+                            yield action.link_up
+                    elif isinstance(action, Restart):
+                        with contextlib.suppress(DeviceError):
+                            self.start_stream(period_ms)
+        finally:
+            session.stream_end()
+            self.stop_stream()
+
+    # -- what the two protocols do differently -------------------------------------------
+
+    keepalive = False
+
+    def command(self, msg: m.Message, *, discard: bool = False) -> None:
+        raise NotImplementedError
+
+    def read_info(self) -> m.DeviceInfo:
+        raise NotImplementedError
+
+    def laser(self, on: bool, power_pct: int, watchdog_s: int) -> None:
+        raise NotImplementedError
+
+    def acquire(self, n: int) -> list[m.SpectrumFrame]:
+        raise NotImplementedError
+
+    def acquire_dark(self) -> m.SpectrumFrame:
+        raise NotImplementedError
+
+    def start_stream(self, period_ms: int) -> None:
+        raise NotImplementedError
+
+    def stop_stream(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class _BinaryDriver(_Driver):
+    """Framed protocol: every command is ACK'd; laser, dark frames and keepalive exist."""
+
+    keepalive = True
+
+    def command(self, msg: m.Message, *, discard: bool = False) -> None:
+        self.run(self.session.command(msg, time.monotonic(), discard=discard), until_line=True)
+
+    def read_info(self) -> m.DeviceInfo:
+        info: m.DeviceInfo = self.run(self.session.request_info(time.monotonic(), strict=True))
+        return info
+
+    def laser(self, on: bool, power_pct: int, watchdog_s: int) -> None:
+        self.command(m.Laser(on, power_pct, watchdog_s))
+
+    def ensure_laser(self) -> None:
+        if not self.session.laser_on:
+            self.laser(True, 100, 0)
+
+    def acquire(self, n: int) -> list[m.SpectrumFrame]:
+        """Missing spectra (lost frames) are asked for again, `retries` times."""
+        session = self.session
+        self.ensure_laser()
+        out: list[m.SpectrumFrame] = []
+        for attempt in range(session.retries + 1):
+            want = n - len(out)
+            self.command(m.Acquire(want))
+            out += self.collect(want, dark=False, timeout_s=session.exposure_timeout_s(want))
+            if len(out) >= n:
+                return out
+            session.stats.retries += attempt < session.retries
+        raise DeviceError(f"acquire: got {len(out)} of {n} spectra")
+
+    def acquire_dark(self) -> m.SpectrumFrame:
+        session = self.session
+        for attempt in range(session.retries + 1):
+            self.command(m.Dark())
+            got = self.collect(1, dark=True, timeout_s=session.exposure_timeout_s(1))
+            if got:
+                return got[0]
+            session.stats.retries += attempt < session.retries
+        raise DeviceError("no dark frame received")
+
+    def start_stream(self, period_ms: int) -> None:
+        self.ensure_laser()
+        self.command(m.StreamStart(period_ms))
+
+    def stop_stream(self) -> None:
+        if not self.session.down:
+            with contextlib.suppress(DeviceError):
+                self.command(m.StreamStop(), discard=True)
+
+    def close(self) -> None:
+        """Leave the device idle and the laser off (best effort, no waiting for ACKs)."""
+        try:
+            self.transmit([Send(m.StreamStop())])
+            if self.session.laser_on:
+                self.transmit([Send(m.Laser(False))])
+        except DeviceError:
+            pass
+
+
+class _LineDriver(_Driver):
+    """Text protocol: commands are lines without replies; no laser, no dark, no keepalive."""
+
+    def command(self, msg: m.Message, *, discard: bool = False) -> None:
+        self.transmit([Send(msg, quiet=True)])
+        self.session.assume_applied(msg)
+
+    def read_info(self) -> m.DeviceInfo:
+        info: m.DeviceInfo = self.run(self.session.request_info(time.monotonic(), strict=False))
+        return info
+
+    def laser(self, on: bool, power_pct: int, watchdog_s: int) -> None:
+        return  # text devices have no laser control
+
+    def acquire(self, n: int) -> list[m.SpectrumFrame]:
+        session = self.session
+        self.transmit([Send(m.StreamStart(max(1, int(session.exposure_s() * 1000))), quiet=True)])
+        return self.collect(n, dark=False, timeout_s=session.exposure_timeout_s(n) + session.timeout_s)
+
+    def acquire_dark(self) -> m.SpectrumFrame:
+        raise DeviceError("this text-mode device cannot take dark frames")
+
+    def start_stream(self, period_ms: int) -> None:
+        self.transmit([Send(m.StreamStart(period_ms), quiet=True)])
+
+    def stop_stream(self) -> None:
+        return  # a text device streams on; the next command line (or none) is up to it
+
+    def close(self) -> None:
+        return
 
 
 class Spectrometer:
@@ -83,17 +279,9 @@ class Spectrometer:
         keepalive_s: float = 1.0,
     ) -> None:
         self.transport = transport
-        self.timeout_s = timeout_s
-        self.retries = retries
-        self.keepalive_s = keepalive_s
-        self.info: m.DeviceInfo | None = None
-        self.stats = ClientStats()
-        self._integration_ms: int | None = None
-        self._averages: int | None = None
-        self._last_seq: int | None = None
-        self._backlog: deque[m.SpectrumFrame] = deque(maxlen=_MAX_BACKLOG)
-        self._laser_on = False
-        self._down = False
+        self.session = HostSession(timeout_s=timeout_s, retries=retries, keepalive_s=keepalive_s, port=transport.port)
+        self._binary = _BinaryDriver(self)
+        self._text = _LineDriver(self)
 
     @classmethod
     def open(
@@ -111,14 +299,47 @@ class Spectrometer:
         transport.start()
         return cls(transport, timeout_s=timeout_s, retries=retries)
 
+    # The session holds the state; these keep the attributes callers know.
+
+    @property
+    def info(self) -> m.DeviceInfo | None:
+        return self.session.info
+
+    @info.setter
+    def info(self, value: m.DeviceInfo | None) -> None:
+        self.session.info = value
+
+    @property
+    def stats(self) -> ClientStats:
+        return self.session.stats
+
+    @property
+    def timeout_s(self) -> float:
+        return self.session.timeout_s
+
+    @timeout_s.setter
+    def timeout_s(self, value: float) -> None:
+        self.session.timeout_s = value
+
+    @property
+    def retries(self) -> int:
+        return self.session.retries
+
+    @retries.setter
+    def retries(self, value: int) -> None:
+        self.session.retries = value
+
+    @property
+    def keepalive_s(self) -> float:
+        return self.session.keepalive_s
+
+    @keepalive_s.setter
+    def keepalive_s(self, value: float) -> None:
+        self.session.keepalive_s = value
+
     def close(self) -> None:
-        if self.transport.connected and self.info is not None and not self._line:
-            try:
-                self._send(m.StreamStop())
-                if self._laser_on:
-                    self._send(m.Laser(False))
-            except DeviceError:
-                pass
+        if self.transport.connected and self.info is not None:
+            self._driver.close()
         self.transport.close()
 
     def __enter__(self) -> Spectrometer:
@@ -131,22 +352,24 @@ class Spectrometer:
     def _line(self) -> bool:
         return self.transport.codec.mode == "line"
 
+    @property
+    def _driver(self) -> _Driver:
+        return self._text if self._line else self._binary
+
     # -- commands ------------------------------------------------------------------------
 
     def handshake(self) -> m.DeviceInfo:
         """Stop whatever the device is doing, drop stale data, read INFO."""
         self.transport.discard_input()
-        self._backlog.clear()
+        self.session.reset()
         if not self._line:
             try:
-                self._command(m.Flush(), discard=True)
+                self._binary.command(m.Flush(), discard=True)
             except DeviceError:
                 if not self._line:  # the codec may have discovered a text device meanwhile
                     raise
-        info = self._line_info() if self._line else self._request_info()
-        self.info = info
-        self._last_seq = None
-        self._laser_on = False
+        info = self._driver.read_info()
+        self.session.handshake_done(info)
         return info
 
     def configure(self, *, integration_ms: int | None = None, averages: int | None = None) -> None:
@@ -159,19 +382,14 @@ class Spectrometer:
                     f"{info.integration_min_ms}-{info.integration_max_ms} ms"
                 )
             self._command(m.SetIntegration(integration_ms))
-            self._integration_ms = integration_ms
         if averages is not None:
             if not 1 <= averages <= info.averages_max:
                 raise UsageError(f"averages={averages} outside 1-{info.averages_max}")
             self._command(m.SetAverages(averages))
-            self._averages = averages
 
     def laser(self, on: bool, *, power_pct: int = 100, watchdog_s: int = 0) -> None:
         self._require_info()
-        if self._line:
-            return  # text devices have no laser control
-        self._command(m.Laser(on, power_pct, watchdog_s))
-        self._laser_on = on
+        self._driver.laser(on, power_pct, watchdog_s)
 
     def ping(self) -> None:
         self._command(m.Ping())
@@ -181,31 +399,12 @@ class Spectrometer:
         self._require_info()
         if n < 1:
             raise UsageError("acquire needs n >= 1")
-        if self._line:
-            return self._line_take(n)
-        self._ensure_laser()
-        out: list[m.SpectrumFrame] = []
-        for attempt in range(self.retries + 1):
-            want = n - len(out)
-            self._command(m.Acquire(want))
-            out += self._collect(want, dark=False, timeout_s=self._exposure_timeout(want))
-            if len(out) >= n:
-                return out
-            self.stats.retries += attempt < self.retries
-        raise DeviceError(f"acquire: got {len(out)} of {n} spectra")
+        return self._driver.acquire(n)
 
     def acquire_dark(self) -> m.SpectrumFrame:
         """One dark frame (the device closes the laser for it)."""
         self._require_info()
-        if self._line:
-            raise DeviceError("this text-mode device cannot take dark frames")
-        for attempt in range(self.retries + 1):
-            self._command(m.Dark())
-            got = self._collect(1, dark=True, timeout_s=self._exposure_timeout(1))
-            if got:
-                return got[0]
-            self.stats.retries += attempt < self.retries
-        raise DeviceError("no dark frame received")
+        return self._driver.acquire_dark()
 
     def stream(self, period_ms: int, *, max_frames: int | None = None) -> Iterator[m.SpectrumFrame | LinkDown | LinkUp]:
         """Stream spectra every `period_ms`; yields link events too, and survives replug.
@@ -213,43 +412,7 @@ class Spectrometer:
         Stops the device stream when the iterator is closed or `max_frames` were yielded.
         """
         self._require_info()
-        count = 0
-        self._start_stream(period_ms)
-        last_ping = last_frame = time.monotonic()
-        idle_limit = max(3 * period_ms / 1000.0, 3 * self._exposure_s(), self.timeout_s)
-        try:
-            while max_frames is None or count < max_frames:
-                while self._backlog:
-                    frame = self._backlog.popleft()
-                    yield frame
-                    count += 1
-                now = time.monotonic()
-                if not self._line and not self._down and now - last_ping > self.keepalive_s:
-                    last_ping = now
-                    self._send_quiet(m.Ping())  # feeds the laser watchdog; ACK ignored
-                event = self._next(0.1)
-                if isinstance(event, m.SpectrumFrame):
-                    if event.is_dark:
-                        continue
-                    last_frame = time.monotonic()
-                    yield event
-                    count += 1
-                elif isinstance(event, LinkDown):
-                    yield event
-                elif isinstance(event, LinkUp):
-                    if self._recover(period_ms):
-                        last_frame = time.monotonic()
-                        yield event
-                elif event is None and not self._down and time.monotonic() - last_frame > idle_limit:
-                    # Silent device (stalled, or rebooted without us noticing): kick it.
-                    self.stats.timeouts += 1
-                    last_frame = time.monotonic()
-                    with contextlib.suppress(DeviceError):
-                        self._start_stream(period_ms)
-        finally:
-            if not self._line and not self._down:
-                with contextlib.suppress(DeviceError):
-                    self._command(m.StreamStop(), discard=True)
+        yield from self._driver.stream(period_ms, max_frames)
 
     # -- internals -----------------------------------------------------------------------
 
@@ -258,160 +421,18 @@ class Spectrometer:
             raise UsageError("call handshake() before using the spectrometer")
         return self.info
 
-    def _exposure_s(self) -> float:
-        return (self._integration_ms or 100) * (self._averages or 1) / 1000.0
-
-    def _exposure_timeout(self, n: int) -> float:
-        return self.timeout_s + n * self._exposure_s() * 1.5
-
-    def _ensure_laser(self) -> None:
-        if not self._laser_on:
-            self.laser(True)
-
-    def _start_stream(self, period_ms: int) -> None:
-        if self._line:
-            self._send_quiet(m.StreamStart(period_ms))
-            return
-        self._ensure_laser()
-        self._command(m.StreamStart(period_ms))
+    def _command(self, msg: m.Message, *, discard: bool = False) -> None:
+        """Send and wait for the matching ACK; NACK -> DeviceError (text devices: just send)."""
+        self._driver.command(msg, discard=discard)
 
     def _recover(self, period_ms: int | None) -> bool:
         """After LinkUp: handshake and re-apply settings; False if the device is not ready."""
-        self.stats.reconnects += 1
+        session = self.session
         try:
             self.handshake()
-            self.configure(integration_ms=self._integration_ms, averages=self._averages)
+            self.configure(integration_ms=session.integration_ms, averages=session.averages)
             if period_ms is not None:
-                self._start_stream(period_ms)
+                self._driver.start_stream(period_ms)
         except DeviceError:
             return False
         return True
-
-    def _send(self, msg: m.Message) -> int:
-        codec = self.transport.codec
-        seq = codec.next_tx_seq
-        self.transport.send(codec.encode(msg))
-        return seq
-
-    def _send_quiet(self, msg: m.Message) -> None:
-        with contextlib.suppress(DeviceError):
-            self._send(msg)
-
-    def _next(self, timeout_s: float) -> TransportEvent | None:
-        """Next event with bookkeeping; FrameErrors are counted and skipped."""
-        end = time.monotonic() + timeout_s
-        while True:
-            remaining = end - time.monotonic()
-            event = self.transport.get(max(0.0, remaining))
-            if event is None:
-                return None
-            if isinstance(event, FrameError):
-                self.stats.corrupt_frames += 1
-                continue
-            if isinstance(event, LinkDown):
-                self._down = True
-                self.stats.link_downs += 1
-            elif isinstance(event, LinkUp):
-                self._down = False
-            elif isinstance(event, m.SpectrumFrame):
-                self._track(event)
-            return event
-
-    def _track(self, frame: m.SpectrumFrame) -> None:
-        self.stats.spectra += 1
-        if self._last_seq is not None and frame.seq > self._last_seq:
-            self.stats.dropped_seqs += frame.seq - self._last_seq - 1
-        self._last_seq = frame.seq
-
-    def _command(self, msg: m.Message, *, discard: bool = False) -> None:
-        """Send and wait for the matching ACK; NACK -> DeviceError. `discard` drops spectra
-        seen meanwhile (stale data) instead of keeping them for the next acquire."""
-        if self._line:
-            self._send_quiet(msg)
-            return
-        attempts = self.retries + 1 if isinstance(msg, _IDEMPOTENT) else 1
-        op = m.encode_payload(msg)[0]
-        for attempt in range(attempts):
-            if self._down:
-                raise DeviceError(f"{self.transport.port} is disconnected")
-            seq = self._send(msg)
-            end = time.monotonic() + self.timeout_s
-            while (remaining := end - time.monotonic()) > 0:
-                event = self._next(remaining)
-                if isinstance(event, m.Ack) and event.acked_seq == seq:
-                    return
-                if isinstance(event, m.Nack) and event.acked_seq == seq:
-                    self.stats.nacks += 1
-                    raise DeviceError(f"device refused {op.name}: {_nack_name(event.code)}")
-                if isinstance(event, LinkDown):
-                    raise DeviceError(f"{self.transport.port} disconnected ({event.reason})")
-                if isinstance(event, m.SpectrumFrame):
-                    if discard:
-                        self.stats.stale_discarded += 1
-                    else:
-                        self._backlog.append(event)
-                if isinstance(event, m.DeviceInfo):
-                    self.info = event
-                if self._line:  # the codec just found out this is a text device
-                    return
-            self.stats.timeouts += 1
-            if attempt + 1 < attempts:
-                self.stats.retries += 1
-        raise DeviceError(f"no answer to {op.name} within {self.timeout_s:g} s")
-
-    def _request_info(self) -> m.DeviceInfo:
-        for attempt in range(self.retries + 1):
-            self._send(m.GetInfo())
-            end = time.monotonic() + self.timeout_s
-            while (remaining := end - time.monotonic()) > 0:
-                event = self._next(remaining)
-                if isinstance(event, m.DeviceInfo):
-                    return event
-                if isinstance(event, LinkDown):
-                    raise DeviceError(f"{self.transport.port} disconnected ({event.reason})")
-                if isinstance(event, m.SpectrumFrame):
-                    self.stats.stale_discarded += 1
-            self.stats.timeouts += 1
-            if attempt < self.retries:
-                self.stats.retries += 1
-        raise DeviceError(f"no INFO from {self.transport.port} within {self.timeout_s:g} s")
-
-    def _line_info(self) -> m.DeviceInfo:
-        if self.info is not None:  # seen during the binary attempt
-            return self.info
-        for _ in range(self.retries + 1):
-            self._send_quiet(m.GetInfo())
-            end = time.monotonic() + self.timeout_s
-            while (remaining := end - time.monotonic()) > 0:
-                event = self._next(remaining)
-                if isinstance(event, m.DeviceInfo):
-                    return event
-        raise DeviceError(f"no #INFO line from {self.transport.port} within {self.timeout_s:g} s")
-
-    def _line_take(self, n: int) -> list[m.SpectrumFrame]:
-        self._send_quiet(m.StreamStart(max(1, int(self._exposure_s() * 1000))))
-        return self._collect(n, dark=False, timeout_s=self._exposure_timeout(n) + self.timeout_s)
-
-    def _collect(self, n: int, *, dark: bool, timeout_s: float) -> list[m.SpectrumFrame]:
-        out: list[m.SpectrumFrame] = []
-        while self._backlog and len(out) < n:
-            frame = self._backlog.popleft()
-            if frame.is_dark == dark:
-                out.append(frame)
-        end = time.monotonic() + timeout_s
-        while len(out) < n and (remaining := end - time.monotonic()) > 0:
-            event = self._next(remaining)
-            if isinstance(event, m.SpectrumFrame) and event.is_dark == dark:
-                out.append(event)
-            elif isinstance(event, LinkDown):
-                raise DeviceError(f"{self.transport.port} disconnected ({event.reason})")
-        if len(out) < n:
-            self.stats.timeouts += 1
-        return out
-
-
-def _nack_name(code: int) -> str:
-    try:
-        return m.NackCode(code).name
-    except ValueError:
-        return f"code {code}"

@@ -18,13 +18,13 @@ import contextlib
 import queue
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import serial
 
 from firmware_bridge.codec import Codec, Event
 from firmware_bridge.errors import DeviceError
+from firmware_bridge.link import LinkDown, LinkUp
 from firmware_bridge.messages import SpectrumFrame
 
 #: Events waiting to be read. Beyond this the oldest are dropped (counted), so a caller that
@@ -32,22 +32,9 @@ from firmware_bridge.messages import SpectrumFrame
 MAX_QUEUED_EVENTS = 1024
 
 
-@dataclass(frozen=True)
-class LinkDown:
-    """The port failed or vanished; the transport is trying to reopen it."""
-
-    port: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class LinkUp:
-    """The port was reopened after a LinkDown (the device may have rebooted)."""
-
-    port: str
-
-
 TransportEvent = Event | LinkDown | LinkUp
+
+__all__ = ["LinkDown", "LinkUp", "Transport", "TransportEvent", "open_port", "wait_until"]
 
 
 def open_port(port: str, baud: int, read_timeout_s: float = 0.05) -> Any:
