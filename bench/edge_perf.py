@@ -285,26 +285,17 @@ def logits_only(model: Any) -> Any:
 
 
 class Int8Invoke:
-    """The bundle's int8 model on pre-quantised input: the interpreter's own share of int8 time."""
+    """The bundle's int8 model on pre-quantised input: the interpreter's own share of int8 time
+    (the same edge.classifier.TFLiteNet the pipeline runs, minus quantise/dequantise)."""
 
-    def __init__(self, bundle: Any) -> None:
-        from edge.classifier import load_interpreter_class
-
-        cls, _ = load_interpreter_class()
-        self.interp = cls(model_path=str(bundle.model_path), num_threads=1)
-        self.interp.allocate_tensors()
-        d = self.interp.get_input_details()[0]
-        self.inp, (self.scale, self.zero) = d["index"], d["quantization"]
-        self.out = self.interp.get_output_details()[0]["index"]
+    def __init__(self, net: Any) -> None:
+        self.net = net
 
     def quantise(self, values: np.ndarray) -> np.ndarray:
-        q = np.round(np.asarray(values, np.float32) / self.scale + self.zero)
-        return np.clip(q, -128, 127).astype(np.int8).reshape(1, -1, 1)
+        return self.net.quantise(values)
 
-    def invoke(self, q: np.ndarray) -> np.ndarray:
-        self.interp.set_tensor(self.inp, q)
-        self.interp.invoke()
-        return self.interp.get_tensor(self.out)[0]
+    def invoke(self, q: np.ndarray) -> None:
+        self.net.invoke(q)
 
 
 class FloatTflite:
@@ -335,7 +326,7 @@ def compare_classifiers(
     tfl_bytes = float_tflite(keras_model)
     fl = FloatTflite(tfl_bytes)
     i8 = analyzer.classifier
-    i8raw = Int8Invoke(analyzer.bundle)
+    i8raw = Int8Invoke(analyzer.classifier.net)
     V = np.stack(values).astype(np.float32)
     Q = [i8raw.quantise(v) for v in V]
     batch = np.stack([V[i % len(V)] for i in range(256)])[..., None]

@@ -144,8 +144,8 @@ class TFLiteNet:
         """{"logits": ... or None (host head), "embedding": ... or None}: dtype, scale, zero point."""
         return {"logits": self._q(self._logits), "embedding": self._q(self._emb)}
 
-    def run(self, values: NDArray[np.float32]) -> tuple[NDArray[np.float32], NDArray[np.float32] | None]:
-        """(logits, L2-normalised embedding or None) for one model-grid spectrum."""
+    def quantise(self, values: NDArray[np.float32]) -> NDArray[Any]:
+        """One model-grid spectrum -> the input tensor (1, n, 1) in the model's input dtype."""
         x = np.asarray(values, dtype=np.float32).reshape(1, -1, 1)
         if x.shape[1] != self.input_shape[1]:
             raise SpectrumError(f"model input must have {self.input_shape[1]} points, got {x.shape[1]}")
@@ -153,8 +153,16 @@ class TFLiteNet:
             scale, zero = self._in_q
             info = np.iinfo(self._in_dtype)
             x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(self._in_dtype)
+        return x
+
+    def invoke(self, x: NDArray[Any]) -> None:
+        """Run the interpreter on an input tensor from `quantise` (the interpreter's own time)."""
         self._interp.set_tensor(self._in_index, x)
         self._interp.invoke()
+
+    def run(self, values: NDArray[np.float32]) -> tuple[NDArray[np.float32], NDArray[np.float32] | None]:
+        """(logits, L2-normalised embedding or None) for one model-grid spectrum."""
+        self.invoke(self.quantise(values))
         emb = None
         if self._emb is not None:
             emb = _dequantise(

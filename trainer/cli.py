@@ -92,7 +92,9 @@ def cv(
     group_by: str = typer.Option(None, "--group-by", help="'specimen': never split one RRUFF ID across folds."),
     minerals: str = typer.Option(None, help="Restrict to these minerals (comma-separated; for quick runs)."),
     shifts: str = typer.Option(
-        None, help="Also score each test fold with its shift axis moved by these cm-1 (comma-separated, e.g. 0,2,5,10,15,20,30)."
+        None,
+        help="Also score each test fold with its shift axis moved by these cm-1 (comma-separated, "
+        "e.g. 0,2,5,10,15,20,30).",
     ),
     out: Path = typer.Option(Path("results/cv.json"), help="JSON output; a .md table is written beside it."),
     cache: Path = typer.Option(None, help="Per-fold JSON-lines cache; rerun resumes (default: OUT.folds.jsonl)."),
@@ -178,16 +180,23 @@ def _train(
     seed: int,
     augment: bool,
     val_split: str = "spectrum",
-) -> tuple[Any, Any, dict[str, Any], Any]:
+    calib_fraction: float = 0.0,
+) -> tuple[Any, Any, dict[str, Any], Any, Any]:
+    """(model, dataset, info, held-out mask, calibration mask) over the whole dataset."""
     import numpy as np
     from rich.progress import Progress
 
-    from trainer.fmcnn import TrainConfig, train_fmcnn, validation_rows
+    from trainer.fmcnn import TrainConfig, calibration_rows, train_fmcnn, validation_rows
 
     ds = _load(data, selection, minerals)
     cfg = TrainConfig(epochs=epochs, seed=seed, augment=augment, val_split=val_split)
+    # Calibration specimens are taken out before training, so neither the gradient nor early
+    # stopping sees them: the temperature, fusion and unknown thresholds are fitted on them.
+    is_cal = calibration_rows(ds.y, ds.groups, calib_fraction, seed)
+    rest = np.flatnonzero(~is_cal)
     # The same split train_fmcnn makes internally: its validation rows are our held-out set.
-    is_val = validation_rows(ds.y, cfg, np.random.default_rng(cfg.seed), ds.groups)
+    is_val = np.zeros(ds.y.size, dtype=bool)
+    is_val[rest] = validation_rows(ds.y[rest], cfg, np.random.default_rng(cfg.seed), ds.groups[rest])
     with Progress() as progress:
         task = progress.add_task("training FMCNN", total=epochs)
 
@@ -200,7 +209,9 @@ def _train(
                 ),
             )
 
-        model, history = train_fmcnn(ds.X, ds.y, ds.n_classes, cfg, on_epoch=on_epoch, groups=ds.groups)
+        model, history = train_fmcnn(
+            ds.X[rest], ds.y[rest], ds.n_classes, cfg, on_epoch=on_epoch, groups=ds.groups[rest]
+        )
     info = {
         "selection": selection,
         "data": str(data or _default_data()),
@@ -210,13 +221,20 @@ def _train(
         "n_specimens": int(len(set(ds.groups.tolist()))),
         "n_train": history["n_train"],
         "n_heldout": history["n_val"],
+        "n_calibration": int(is_cal.sum()),
+        "calib_fraction": calib_fraction,
         "config": cfg.to_dict(),
         "best_epoch": history["best_epoch"],
         "train_s": round(history["train_s"], 1),
         "params": int(model.count_params()),
         "selection_counts": ds.counts.__dict__ if ds.counts else None,
     }
-    return model, ds, info, is_val
+    return model, ds, info, is_val, is_cal
+
+
+#: Share of each mineral's specimens held out for calibration (a mineral keeps at least one
+#: specimen for training): about 270 spectra of the paper selection, as many as early stopping.
+CALIB_FRACTION = 0.1
 
 
 @app.command()
@@ -231,16 +249,23 @@ def train(
     val_split: str = typer.Option(
         "specimen", help="Early-stopping/held-out rows: 'spectrum' (random spectra) or 'specimen' (whole RRUFF IDs)."
     ),
+    calib_fraction: float = typer.Option(
+        CALIB_FRACTION,
+        help="Fraction of each mineral's specimens kept out of training and early stopping for the "
+        "temperature, fusion and unknown thresholds (0: fit them on the held-out rows).",
+    ),
 ) -> None:
     """Train FMCNN on a selection and save the Keras model."""
 
     def run() -> None:
         import numpy as np
 
-        model, ds, info, is_val = _train(data, selection, minerals, epochs, seed, augment, val_split)
+        model, ds, info, is_val, is_cal = _train(
+            data, selection, minerals, epochs, seed, augment, val_split, calib_fraction
+        )
         out.mkdir(parents=True, exist_ok=True)
         model.save(out / "model.keras")
-        np.savez_compressed(out / "data.npz", X=ds.X, y=ds.y, is_val=is_val, groups=ds.groups)
+        np.savez_compressed(out / "data.npz", X=ds.X, y=ds.y, is_val=is_val, is_cal=is_cal, groups=ds.groups)
         (out / "labels.json").write_text(json.dumps(list(ds.labels)) + "\n")
         (out / "train.json").write_text(json.dumps(info, indent=1) + "\n")
         typer.echo(f"saved {out / 'model.keras'} ({info['params']} parameters, best epoch {info['best_epoch']})")
@@ -261,9 +286,19 @@ def export(
     val_split: str = typer.Option(
         "specimen", help="Early-stopping/held-out rows: 'spectrum' (random spectra) or 'specimen' (whole RRUFF IDs)."
     ),
+    calib_fraction: float = typer.Option(
+        CALIB_FRACTION,
+        help="Fraction of each mineral's specimens kept out of training and early stopping for the "
+        "temperature, fusion and unknown thresholds (0: fit them on the held-out rows).",
+    ),
     name: str = typer.Option(None, help="Bundle name (default: the directory name)."),
     metrics: Path = typer.Option(None, help="JSON of CV results to record in the manifest."),
     model_card: Path = typer.Option(None, help="MODEL_CARD.md to include (hashed with the rest)."),
+    activations: str = typer.Option(
+        "float32",
+        help="Activations of model.tflite (weights are int8 always): float32 (dynamic range, fastest on "
+        "the device), int16 (16x8) or int8 (full integer).",
+    ),
     parity_min: float = typer.Option(
         0.99,
         "--parity-min",
@@ -292,10 +327,14 @@ def export(
                 z["X"], z["y"], labels, z["groups"], ("",) * n, np.zeros(n, np.int64), np.ones(n), PreprocessSpec()
             )
             is_val = z["is_val"]
+            is_cal = z["is_cal"] if "is_cal" in z.files else np.zeros(n, dtype=bool)
         else:
-            model, ds, info, is_val = _train(data, selection, minerals, epochs, seed, augment, val_split)
+            model, ds, info, is_val, is_cal = _train(
+                data, selection, minerals, epochs, seed, augment, val_split, calib_fraction
+            )
         held = ds.subset(np.flatnonzero(is_val))
-        fit = ds.subset(np.flatnonzero(~is_val))
+        cal = ds.subset(np.flatnonzero(is_cal))
+        fit = ds.subset(np.flatnonzero(~is_val & ~is_cal))
         m = json.loads(metrics.read_text()) if metrics else {}
         card = model_card.read_text() if model_card else None
         with _status("converting to int8 and checking parity"):
@@ -309,6 +348,8 @@ def export(
                 metrics=m,
                 model_card=card,
                 parity_min=parity_min,
+                activations=activations,
+                calibration_set=cal,
             )
         p = manifest["parity"]
         typer.echo(

@@ -67,6 +67,7 @@ def choose_calibration(
     train: Dataset,
     seed: int = 0,
     candidates: tuple[tuple[int, int, bool], ...] = CALIBRATION_CANDIDATES,
+    activations: str | None = None,
 ) -> tuple[bytes, dict[str, Any]]:
     """Convert with each calibration candidate; keep the one whose int8 model agrees best with
     the float model on a tuning set of *augmented training* spectra.
@@ -81,10 +82,21 @@ def choose_calibration(
     pick = rng.choice(len(train.y), size=min(600, len(train.y)), replace=False)
     tune = augment(train.X[pick], rng)
     ref = np.asarray(model.predict(tune[..., None], verbose=0, batch_size=256)).argmax(1)
+    act = activations or ACTIVATIONS
+    if act == "float32":
+        # Dynamic range: nothing to calibrate (activation ranges are taken per input at run time).
+        tflite = convert_int8(model, train.X[:1], activations=act)
+        agreement = float((_tflite_top1(tflite, tune, _head_of(model)) == ref).mean())
+        return tflite, {
+            "method": "dynamic range (no representative set)",
+            "tuning_agreement": agreement,
+            "tuning_set": f"{len(pick)} augmented training spectra",
+            "candidates": [],
+        }
     best: tuple[float, bytes, dict[str, Any]] | None = None
     tried = []
     for n_rows, cand_seed, eq in candidates:
-        tflite = convert_int8(model, representative_rows(train, n_rows, cand_seed), equalize=eq)
+        tflite = convert_int8(model, representative_rows(train, n_rows, cand_seed), equalize=eq, activations=act)
         agreement = float((_tflite_top1(tflite, tune, _head_of(model)) == ref).mean())
         tried.append({"rows": n_rows, "seed": cand_seed, "equalize": eq, "tuning_agreement": agreement})
         if best is None or agreement > best[0]:
@@ -99,7 +111,12 @@ def choose_calibration(
     return best[1], info
 
 
-ACTIVATIONS = "int16"
+#: Activations of the exported model. "float32" (dynamic-range quantisation: int8 weights,
+#: float activations) since the 16x8 model ran 4.4 ms per spectrum on LiteRT's reference
+#: int16 kernels against 0.07 ms for dynamic range and 0.25 ms for int8 activations (same
+#: 272 KB file; bench/results/edge_perf_latency.md), and int8 activations flip 2.5-3 % of top-1
+#: decisions (bench/results/fmcnn_parity.md). "int16" and "int8" stay selectable.
+ACTIVATIONS = "float32"
 
 
 def convert_int8(
@@ -137,6 +154,11 @@ def convert_int8(
     # Weights int8 either way (file size); activations int16 by default ("16x8"): with 1,203
     # logits an int8 output step is ~0.23 logit and int8 activations flipped 5 % of top-1
     # decisions of the logits model (parity 0.947); int16 activations keep the same file size.
+    if activations == "float32":
+        # Dynamic-range quantisation: int8 weights (the file size), float32 activations, so
+        # no activation rounding at all; LiteRT quantises each layer's input on the fly.
+        converter.representative_dataset = None
+        return bytes(converter.convert())
     if activations == "int16":
         converter.target_spec.supported_ops = [
             tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
@@ -148,6 +170,20 @@ def convert_int8(
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
     return bytes(converter.convert())
+
+
+def _fused_reliability(tmp: Path, manifest: dict[str, Any], heldout: Dataset) -> dict[str, Any]:
+    """Accuracy and ECE of the fused top-1 (what a result reports) on the held-out spectra,
+    through the edge's own identification path on the bundle as written so far."""
+    from edge.pipeline import Analyzer
+
+    (tmp / "manifest.json").write_text(
+        json.dumps(manifest | {"files": {f.name: sha256_file(f) for f in tmp.iterdir() if f.name != "manifest.json"}})
+    )
+    an = Analyzer(load_bundle(tmp))
+    probs = np.stack([an.evidence(x).fused.probabilities for x in heldout.X])  # type: ignore[union-attr]
+    rep = reliability(probs, heldout.y)
+    return {k: rep[k] for k in ("ece", "mean_confidence", "accuracy")} | {"n": int(heldout.y.size)}
 
 
 def _versions() -> dict[str, str]:
@@ -201,17 +237,27 @@ def export_bundle(
     parity_min: float = PARITY_MIN,
     model_card: str | None = None,
     calibration_candidates: tuple[tuple[int, int, bool], ...] = CALIBRATION_CANDIDATES,
+    activations: str = ACTIVATIONS,
+    calibration_set: Dataset | None = None,
 ) -> dict[str, Any]:
     """Write the bundle to `out_dir` (atomically: a temp dir renamed at the end).
 
     `train` must not contain the `heldout` rows: it supplies the int8 calibration candidates
-    and their tuning set; `heldout` gives the parity report and the unknown threshold.
+    and their tuning set; `heldout` gives the parity report. `calibration_set` (specimens in
+    neither `train` nor `heldout`, so not seen by early stopping either) fits the temperature,
+    the fusion and the unknown thresholds, and `heldout` then measures their calibration out of
+    sample; without it `heldout` does both (older bundles).
     """
+    cal = calibration_set if calibration_set is not None and calibration_set.y.size else heldout
     out = Path(out_dir)
     labels = train.labels
     tmp = Path(tempfile.mkdtemp(prefix=".bundle-", dir=out.parent if out.parent.exists() else None))
     try:
-        tflite, calibration = choose_calibration(model, train, candidates=calibration_candidates)
+        if activations not in ("float32", "int16", "int8"):
+            raise ExportError(f"activations must be float32, int16 or int8, got {activations!r}")
+        tflite, calibration = choose_calibration(
+            model, train, candidates=calibration_candidates, activations=activations
+        )
         (tmp / "model.tflite").write_bytes(tflite)
         (tmp / "labels.json").write_text(json.dumps(list(labels), indent=0, ensure_ascii=False) + "\n")
         (tmp / "preprocess.json").write_text(
@@ -246,18 +292,29 @@ def export_bundle(
                 "collapsed (see tensorflow issue 60903) or the float model has many near-ties at the top "
                 "(parity.json per class); try a larger representative set"
             )
-        # Temperature: fitted on the held-out spectra through the int8 model, as the edge runs it.
-        temperature = fit_temperature(int8_logits, heldout.y) if heldout.y.size else 1.0
+        # Temperature: fitted through the int8 model, as the edge runs it, on the calibration
+        # specimens (top-label Brier: trainer.temperature says why not NLL).
+        cal_logits = np.stack([clf.logits(x) for x in cal.X]) if cal.y.size else np.zeros((0, len(labels)))
+        temperature = fit_temperature(cal_logits, cal.y, criterion="top_label_brier") if cal.y.size else 1.0
+        t_nll = fit_temperature(cal_logits, cal.y, criterion="nll") if cal.y.size else 1.0
         int8_p = softmax(int8_logits, temperature) if len(Xh) else np.zeros((0, len(labels)))
         before = reliability(softmax(int8_logits, 1.0), heldout.y) if len(Xh) else {"ece": float("nan"), "bins": []}
         after = reliability(int8_p, heldout.y) if len(Xh) else {"ece": float("nan"), "bins": []}
+        separate = cal is not heldout
         temperature_info = {
             "value": temperature,
-            "fitted_on": f"{heldout.y.size} held-out known spectra (int8 logits), minimum NLL",
+            "criterion": "top_label_brier",
+            "fitted_on": f"{cal.y.size} {'calibration' if separate else 'held-out'} spectra (int8 logits)",
+            "measured_on": f"{heldout.y.size} held-out spectra"
+            + (" (specimens disjoint from the calibration set)" if separate else " (the same spectra)"),
             "nll_t1": nll(int8_logits, heldout.y, 1.0) if len(Xh) else float("nan"),
             "nll": nll(int8_logits, heldout.y, temperature) if len(Xh) else float("nan"),
             "ece_t1": before["ece"],
             "ece": after["ece"],
+            "min_nll_temperature": t_nll,
+            "ece_at_min_nll_temperature": reliability(softmax(int8_logits, t_nll), heldout.y)["ece"]
+            if len(Xh)
+            else float("nan"),
             "mean_top1_probability": after.get("mean_confidence"),
             "accuracy": after.get("accuracy"),
         }
@@ -267,8 +324,9 @@ def export_bundle(
                 reliability_png(
                     before, after, tmp / "reliability.png", f"{name}: {heldout.y.size} held-out, T={temperature:.2f}"
                 )
-        # Unknown threshold: the max-probability that keeps UNKNOWN_KEEP of known held-out spectra.
-        maxp = int8_p.max(axis=1) if len(Xh) else np.array([0.0])
+        # Unknown threshold: the max-probability that keeps UNKNOWN_KEEP of known calibration spectra.
+        cal_p = softmax(cal_logits, temperature) if cal.y.size else np.zeros((0, len(labels)))
+        maxp = cal_p.max(axis=1) if cal.y.size else np.array([0.0])
         threshold = float(np.quantile(maxp, 1 - UNKNOWN_KEEP))
         q_in = clf.net.input_quantization
         q_emb = clf.net.output_quantization["embedding"]
@@ -281,7 +339,9 @@ def export_bundle(
                     "dtype": q_in["dtype"],
                     "scale": q_in["scale"],
                     "zero_point": q_in["zero_point"],
-                    "meaning": "preprocessed spectrum (edge.preprocess), quantised: q = round(x / scale) + zero_point",
+                    "meaning": "preprocessed spectrum (edge.preprocess), as float32"
+                    if q_in["dtype"] == "float32"
+                    else "preprocessed spectrum (edge.preprocess), quantised: q = round(x / scale) + zero_point",
                 },
                 "output": {
                     "n_classes": len(labels),
@@ -307,12 +367,12 @@ def export_bundle(
                 },
                 "temperature": temperature_info,
                 "calibration": calibration,
-                "quantization": {"weights": "int8", "activations": ACTIVATIONS},
+                "quantization": {"weights": "int8", "activations": activations},
                 "unknown": {
                     "method": "max_probability",
                     "threshold": threshold,
                     "keep_fraction": UNKNOWN_KEEP,
-                    "calibrated_on": f"{heldout.y.size} held-out known spectra (int8 model)",
+                    "calibrated_on": f"{cal.y.size} {'calibration' if separate else 'held-out'} known spectra",
                 },
                 "training": training_info,
                 "parity": {k: v for k, v in parity.items() if k != "per_class"} | {"gate": parity_min},
@@ -324,7 +384,9 @@ def export_bundle(
         (tmp / "parity.json").write_text(json.dumps(parity, indent=1) + "\n")
         if model_card is not None:
             (tmp / "MODEL_CARD.md").write_text(model_card)
-        manifest.update(write_hybrid(tmp, model, train, heldout))  # issue 12: library + fusion
+        manifest.update(write_hybrid(tmp, model, train, cal))  # issue 12: library + fusion
+        if len(Xh) and "fusion" in manifest:
+            manifest["fusion"]["heldout"] = _fused_reliability(tmp, manifest, heldout)
         manifest["files"] = {f.name: sha256_file(f) for f in sorted(tmp.iterdir()) if f.name != "manifest.json"}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
         if out.exists():

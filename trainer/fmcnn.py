@@ -266,6 +266,12 @@ def _val_split(
     return is_val
 
 
+def calibration_rows(y: NDArray[np.int64], groups: NDArray[Any], fraction: float, seed: int) -> NDArray[np.bool_]:
+    """Whole specimens kept out of training and early stopping (`trainer export`'s calibration
+    set): the same rule as the validation split, from its own random stream."""
+    return _val_split(y, groups, fraction, np.random.default_rng([seed, 0xCA11B]))
+
+
 def validation_rows(
     y: NDArray[np.int64], cfg: TrainConfig, rng: np.random.Generator, groups: NDArray[Any] | None = None
 ) -> NDArray[np.bool_]:

@@ -40,6 +40,10 @@ def corr_per_class(lib: ReferenceLibrary, X: NDArray[np.float32], n_classes: int
     return out
 
 
+def _top_label_brier(p: NDArray[np.float64], y: NDArray[np.int64]) -> float:
+    return float(np.mean((p.max(axis=1) - (p.argmax(axis=1) == y)) ** 2)) if y.size else 0.0
+
+
 def _log_loss(p: NDArray[np.float64], y: NDArray[np.int64]) -> float:
     return float(-np.mean(np.log(np.maximum(p[np.arange(y.size), y], 1e-12))))
 
@@ -99,7 +103,8 @@ def fit_fusion(
     assert best is not None
     _, _, w_corr, w_emb = best
     s = fused_logits(FusionParams(w_corr=w_corr, w_emb=w_emb), n_classes, log_p, corr, emb)
-    t = min(T_GRID, key=lambda t: _log_loss(softmax(s, t), y))
+    # Fused temperature by the top-label Brier score (trainer.temperature says why not NLL).
+    t = min(T_GRID, key=lambda t: _top_label_brier(softmax(s, t), y))
     # Unknown score: the one that best separates the held-out known spectra from the same
     # spectra with their own mineral removed (CNN renormalised without it, its references
     # gone: what a never-seen mineral looks like to the library, simulated for the CNN).
@@ -245,7 +250,7 @@ def write_hybrid(bundle_dir: Any, model: Any, train: Any, heldout: Any) -> dict[
     lib = library_from_dataset(train, embedding=emb_train)
     n = train.n_classes
     logits_h, emb_h = edge_outputs(clf, heldout.X)
-    t_cnn = fit_temperature(logits_h, heldout.y) if heldout.y.size else 1.0
+    t_cnn = fit_temperature(logits_h, heldout.y, criterion="top_label_brier") if heldout.y.size else 1.0
     log_p = np.log(np.maximum(softmax(logits_h, t_cnn), 1e-12))
     emb = emb_per_class(lib, emb_h, n) if (emb_h is not None and lib.has_embedding) else None
     params, info = fit_fusion(log_p, corr_per_class(lib, heldout.X, n), heldout.y, emb)

@@ -10,7 +10,6 @@ function to `MODELS`.
 from __future__ import annotations
 
 import json
-
 from typing import Any, Protocol
 
 import numpy as np

@@ -1,7 +1,17 @@
 """Temperature scaling (Guo et al. 2017) and the calibration numbers reported with a bundle.
 
-One scalar T for softmax(logits / T), fitted by minimising the negative log-likelihood on
-held-out spectra: it changes confidence, never the ranking (top-1 is unchanged).
+One scalar T for softmax(logits / T), fitted on held-out spectra: it changes confidence, never
+the ranking (top-1 is unchanged). Two criteria:
+
+- "nll": the negative log-likelihood of the true class (Guo et al.);
+- "top_label_brier" (the export's default): mean (max p - [top-1 correct])^2, a proper score
+  of the one number a result reports and ECE measures. With 1,203 classes and a quarter of
+  held-out specimens wrong, the NLL is dominated by the true class's tiny probability in the
+  wrong answers, so minimum NLL raises T until the right answers look unsure: the shipped
+  model's min-NLL T = 1.28 took its held-out ECE from 0.059 to 0.092, under-confident.
+
+`trainer export` fits T on calibration specimens that neither training nor early stopping saw
+and reports ECE on the held-out specimens, out of sample.
 """
 
 from __future__ import annotations
@@ -19,22 +29,42 @@ def nll(logits: NDArray[np.floating], y: NDArray[np.int64], temperature: float =
     return float(-np.mean(np.log(np.maximum(p[np.arange(y.size), y], 1e-12))))
 
 
-def fit_temperature(logits: NDArray[np.floating], y: NDArray[np.int64], lo: float = 0.05, hi: float = 20.0) -> float:
-    """The T in [lo, hi] minimising held-out NLL (golden-section search on log T; NLL is
-    convex in 1/T, so unimodal on this interval)."""
+def top_label_brier(logits: NDArray[np.floating], y: NDArray[np.int64], temperature: float = 1.0) -> float:
+    p = softmax(np.asarray(logits, np.float64), temperature)
+    correct = p.argmax(axis=1) == y
+    return float(np.mean((p.max(axis=1) - correct) ** 2))
+
+
+CRITERIA = {"nll": nll, "top_label_brier": top_label_brier}
+
+
+def fit_temperature(
+    logits: NDArray[np.floating],
+    y: NDArray[np.int64],
+    lo: float = 0.05,
+    hi: float = 20.0,
+    *,
+    criterion: str = "nll",
+) -> float:
+    """The T in [lo, hi] minimising `criterion` on held-out spectra (golden-section search on
+    log T; NLL is convex in 1/T, and the top-label Brier score is unimodal in T because the
+    top-1 probability is monotone in T for a fixed ranking)."""
+    if criterion not in CRITERIA:
+        raise ValueError(f"temperature criterion must be one of {sorted(CRITERIA)}, got {criterion!r}")
+    f = CRITERIA[criterion]
     a, b = np.log(lo), np.log(hi)
     g = (np.sqrt(5) - 1) / 2
     c, d = b - g * (b - a), a + g * (b - a)
-    fc, fd = nll(logits, y, float(np.exp(c))), nll(logits, y, float(np.exp(d)))
+    fc, fd = f(logits, y, float(np.exp(c))), f(logits, y, float(np.exp(d)))
     for _ in range(60):
         if fc < fd:
             b, d, fd = d, c, fc
             c = b - g * (b - a)
-            fc = nll(logits, y, float(np.exp(c)))
+            fc = f(logits, y, float(np.exp(c)))
         else:
             a, c, fc = c, d, fd
             d = a + g * (b - a)
-            fd = nll(logits, y, float(np.exp(d)))
+            fd = f(logits, y, float(np.exp(d)))
     return float(np.exp((a + b) / 2))
 
 

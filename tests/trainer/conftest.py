@@ -39,5 +39,7 @@ def tiny_model(tiny_spectra: list[RamanSpectrum]) -> tuple[Any, Any]:
 
     chosen, _ = select(tiny_spectra, "paper")
     ds = from_spectra(chosen)
-    model, _hist = train_fmcnn(ds.X, ds.y, ds.n_classes, TrainConfig(epochs=25, patience=25, seed=0, val_split="spectrum", monitor="val_loss"))
+    model, _hist = train_fmcnn(
+        ds.X, ds.y, ds.n_classes, TrainConfig(epochs=25, patience=25, seed=0, val_split="spectrum", monitor="val_loss")
+    )
     return model, ds

@@ -32,9 +32,21 @@ def test_calibration_search_records_its_candidates(tiny_model: tuple[Any, Any]) 
     from trainer.export import choose_calibration
 
     model, ds = tiny_model
-    tflite, info = choose_calibration(model, ds, candidates=((50, 0, False), (100, 1, True)))
+    tflite, info = choose_calibration(model, ds, candidates=((50, 0, False), (100, 1, True)), activations="int16")
     assert tflite[4:8] == b"TFL3" and len(info["candidates"]) == 2
     assert info["tuning_agreement"] == max(c["tuning_agreement"] for c in info["candidates"])
+
+
+def test_dynamic_range_export_needs_no_calibration_and_runs_float_activations(tiny_model: tuple[Any, Any]) -> None:
+    from edge.classifier import TFLiteNet
+    from trainer.export import _head_of, choose_calibration
+
+    model, ds = tiny_model
+    tflite, info = choose_calibration(model, ds, activations="float32")
+    assert info["candidates"] == [] and info["tuning_agreement"] >= 0.99
+    net = TFLiteNet(model_content=tflite, n_logits=len(ds.labels), head=_head_of(model))
+    assert net.input_quantization["dtype"] == "float32"
+    assert net.output_quantization["embedding"]["dtype"] == "float32"
 
 
 def test_channel_equalisation_is_exact_in_float(tiny_model: tuple[Any, Any]) -> None:
@@ -120,8 +132,9 @@ def test_export_bundle_parity_and_edge_load(tiny_model: tuple[Any, Any], tmp_pat
         model, ds, ds, out, name="tiny", training_info={"n": len(ds.y)}, calibration_candidates=ONE
     )
     assert manifest["parity"]["top1_agreement"] >= 0.99
-    # 16x8 export: int16 input and embedding, logits computed on the host in float32
-    assert manifest["input"]["dtype"] == "int16" and manifest["outputs"]["embedding"]["dtype"] == "int16"
+    # default export: int8 weights, float32 activations (dynamic range); logits on the host
+    assert manifest["quantization"] == {"weights": "int8", "activations": "float32"}
+    assert manifest["input"]["dtype"] == "float32" and manifest["outputs"]["embedding"]["dtype"] == "float32"
     assert manifest["output"]["dtype"] == "float32" and manifest["head"]["shape"] == [96, len(ds.labels)]
     b = load_bundle(out)
     assert b.labels == ds.labels and b.sha256 == manifest["files"]["model.tflite"]
@@ -251,3 +264,36 @@ def test_exported_bundle_has_logits_embedding_and_host_softmax(tiny_model: tuple
         load_bundle(tmp_path / "b")
     with pytest.raises(BundleError, match="do not fit"):
         Classifier(load_bundle(tmp_path / "b", verify=False))
+
+
+def test_calibration_rows_are_whole_specimens_and_leave_one_for_training() -> None:
+    from trainer.fmcnn import calibration_rows
+
+    y = np.repeat(np.arange(30), 4)
+    groups = np.array([f"R{i // 2:04d}" for i in range(y.size)])  # two specimens per mineral
+    cal = calibration_rows(y, groups, 0.5, seed=0)
+    assert 0 < cal.sum() < y.size
+    for c in range(30):
+        rows = y == c
+        assert not cal[rows].all()  # a mineral keeps a specimen for training
+    kept, taken = set(groups[~cal]), set(groups[cal])
+    assert not kept & taken  # whole specimens
+    assert np.array_equal(cal, calibration_rows(y, groups, 0.5, seed=0))
+    assert not calibration_rows(y, groups, 0.0, seed=0).any()
+
+
+def test_export_fits_temperature_on_the_calibration_set(tiny_model: tuple[Any, Any], tmp_path: Path) -> None:
+    from trainer.export import export_bundle
+
+    model, ds = tiny_model
+    cal = ds.subset(np.arange(0, len(ds.y), 3))
+    manifest = export_bundle(
+        model, ds, ds, tmp_path / "b", name="t", training_info={}, calibration_set=cal, calibration_candidates=ONE
+    )
+    t = manifest["temperature"]
+    assert t["criterion"] == "top_label_brier"
+    assert t["fitted_on"].startswith(f"{cal.y.size} calibration")
+    assert manifest["unknown"]["calibrated_on"].startswith(f"{cal.y.size} calibration")
+    assert manifest["library"]["fit"]["n_heldout"] == cal.y.size
+    fused = manifest["fusion"]["heldout"]
+    assert fused["n"] == ds.y.size and 0.0 <= fused["ece"] <= 1.0
