@@ -16,6 +16,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def calcite_files(tmp_path_factory) -> list[Path]:  # type: ignore[no-untyped-def]
     from rruff_data import require_rruff
+
     from trainer.rruff import iter_files, parse_filename
 
     out = tmp_path_factory.mktemp("rruff")
