@@ -136,6 +136,9 @@ class EdgeConfig:
     outbox_max_rows: int = 100_000
     outbox_max_bytes: int = 256 * 1024 * 1024
     outbox_max_age_s: float = 7 * 24 * 3600.0
+    # Longest a committed result waits for its group's fsync (0-5 ms; 0 = one fsync per
+    # result). docs/mqtt.md "Durability" says what a group commit promises.
+    outbox_group_commit_ms: float = 2.0
     drain_timeout_s: float = 30.0  # on shutdown, wait this long for the outbox to drain
     # history of acknowledged results, for `replay` (file beside the outbox)
     history_max_rows: int = 500_000  # ~6 days at 1 spectrum/s
@@ -334,6 +337,13 @@ def _validate(c: EdgeConfig) -> None:
     if not 0.05 <= c.auto_exposure_max_peak_fraction <= 0.95:
         raise ConfigError(
             f"auto_exposure_max_peak_fraction must be within 0.05..0.95, got {c.auto_exposure_max_peak_fraction}"
+        )
+    from edge.outbox import MAX_GROUP_COMMIT_MS  # late: the outbox module pulls sqlite3
+
+    if not 0.0 <= c.outbox_group_commit_ms <= MAX_GROUP_COMMIT_MS:
+        raise ConfigError(
+            f"outbox_group_commit_ms must be within 0-{MAX_GROUP_COMMIT_MS:g} ms (0 = fsync every result), "
+            f"got {c.outbox_group_commit_ms}"
         )
     if c.calibration_check_interval_s < 0:
         raise ConfigError(f"calibration_check_interval_s must be >= 0 (0 = off), got {c.calibration_check_interval_s}")

@@ -287,6 +287,7 @@ class Publisher:
                 max_bytes=config.outbox_max_bytes,
                 max_age_s=config.outbox_max_age_s,
             ),
+            group_commit_ms=config.outbox_group_commit_ms,
         )
         history = None
         try:
