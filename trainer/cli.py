@@ -232,9 +232,7 @@ def _train(
     return model, ds, info, is_val, is_cal
 
 
-#: Share of each mineral's specimens held out for calibration (a mineral keeps at least one
-#: specimen for training): about 270 spectra of the paper selection, as many as early stopping.
-CALIB_FRACTION = 0.1
+from trainer.fmcnn import CALIB_FRACTION  # noqa: E402  (light: the module imports keras lazily)
 
 
 @app.command()

@@ -266,6 +266,11 @@ def _val_split(
     return is_val
 
 
+#: Share of each mineral's specimens held out for calibration (a mineral keeps at least one
+#: specimen for training): about 270 spectra of the paper selection, as many as early stopping.
+CALIB_FRACTION = 0.1
+
+
 def calibration_rows(y: NDArray[np.int64], groups: NDArray[Any], fraction: float, seed: int) -> NDArray[np.bool_]:
     """Whole specimens kept out of training and early stopping (`trainer export`'s calibration
     set): the same rule as the validation split, from its own random stream."""

@@ -145,13 +145,15 @@ def hybrid_scores(
 ) -> NDArray[np.float64]:
     """`trainer cv` model: FMCNN + embedding search + shift-tolerant correlation, fused (as the
     edge fuses them); library = training fold."""
-    from trainer.fmcnn import TrainConfig, train_fmcnn, validation_rows
+    from trainer.fmcnn import CALIB_FRACTION, TrainConfig, calibration_rows, train_fmcnn
 
     if groups is None:
         groups = np.arange(y_train.size)
     cfg = TrainConfig(seed=seed, val_split="specimen")
-    model, _hist = train_fmcnn(X_train, y_train, n_classes, cfg, groups=groups)
-    is_val = validation_rows(y_train, cfg, np.random.default_rng(seed), groups)
+    # As `trainer export`: calibration specimens of the training fold are kept out of the
+    # CNN's training and early stopping, and the fusion is fitted on them.
+    is_val = calibration_rows(y_train, groups, CALIB_FRACTION, seed)
+    model, _hist = train_fmcnn(X_train[~is_val], y_train[~is_val], n_classes, cfg, groups=groups[~is_val])
     labels = tuple(str(i) for i in range(n_classes))
 
     def log_p(X: NDArray[np.float32]) -> NDArray[np.float64]:

@@ -143,8 +143,9 @@ MODELS: dict[str, ModelFn] = {
 }
 
 
-def _lazy(attr: str) -> ModelFn:
-    """A model defined in trainer.hybrid (imported on use: it imports the edge library search)."""
+def _lazy(attr: str, identity: str = "") -> ModelFn:
+    """A model defined in trainer.hybrid (imported on use: it imports the edge library search).
+    `identity` names the recipe, so a CV fold cached by an earlier recipe is redone."""
 
     def scores(
         X_train: F32, y_train: I64, X_test: F32, n_classes: int, seed: int, groups: Groups | None = None
@@ -154,9 +155,11 @@ def _lazy(attr: str) -> ModelFn:
         fn: ModelFn = getattr(hybrid, attr)
         return fn(X_train, y_train, X_test, n_classes, seed, groups=groups)
 
+    if identity:
+        scores.identity = lambda: identity  # type: ignore[attr-defined]
     return scores
 
 
 # Issue 12: CNN + shift-tolerant library search fused (library = the training fold only).
-MODELS["hybrid"] = _lazy("hybrid_scores")
+MODELS["hybrid"] = _lazy("hybrid_scores", identity="hybrid: fusion fitted on calibration specimens (0.1)")
 MODELS["corr_lag"] = _lazy("corr_lag_scores")
