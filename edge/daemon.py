@@ -989,11 +989,20 @@ def run(
     """Run the daemon with a loaded config; returns the process exit code.
 
     `spectra`: with --simulate, the RRUFF folder or zip the emulator serves (default: the
-    built-in sample tray)."""
+    built-in sample tray). Result lines go to `out` (stdout) through edge.console.ThrottledLines."""
+    from edge.console import ThrottledLines
+
+    console = ThrottledLines(out or sys.stdout)
+    try:
+        return _run(cfg, stop=stop, out=console, spectra=spectra)
+    finally:
+        console.flush_now()
+
+
+def _run(cfg: EdgeConfig, *, stop: threading.Event | None, out: Any, spectra: str | Path | None) -> int:
     from edge.library_watch import LibraryWatch
     from edge.publisher import Publisher
 
-    out = out or sys.stdout
     stop = stop or threading.Event()
     if not cfg.simulate and not cfg.port:
         raise InputError("no spectrometer: give --port PORT (e.g. /dev/serial/by-id/...) or --simulate")
