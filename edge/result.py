@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -172,14 +172,11 @@ class Result:
         return replace(self, seq=seq, id=id)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = _plain(self)
         d["acquired_at"] = _iso_utc(self.acquired_at)
-        d["top"] = list(d["top"])
-        d["peaks"] = list(d["peaks"])
-        d["mixture"] = None if d["mixture"] is None else list(d["mixture"])
         ordered = {"schema": d.pop("schema"), "id": d.pop("id"), "device_id": d.pop("device_id")}
         ordered.update(d)
-        return _finite(ordered)
+        return ordered
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), separators=(",", ":"), allow_nan=False)
@@ -248,12 +245,26 @@ def _seq(v: Any) -> Sequence[Mapping[str, Any]]:
     return v
 
 
-def _finite(v: Any) -> Any:
-    # JSON has no NaN/Infinity; an undefined metric (SNR of a flat spectrum) is sent as null.
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _plain(v: Any) -> Any:
+    """Dataclasses -> dicts, tuples -> lists, non-finite floats -> None, in one pass.
+
+    What `dataclasses.asdict` gives, with JSON's lack of NaN/Infinity handled (an undefined
+    metric, e.g. the SNR of a flat spectrum, is sent as null), without asdict's deep copy of
+    every leaf (0.38 ms of a result's 1.1 ms commit at 1,360 pixels, bench/profile_daemon.py)."""
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if v is None or isinstance(v, str | int):
+        return v
+    names = _FIELDS.get(type(v))
+    if names is None and is_dataclass(v):
+        names = _FIELDS[type(v)] = tuple(f.name for f in fields(v))
+    if names is not None:
+        return {n: _plain(getattr(v, n)) for n in names}
     if isinstance(v, dict):
-        return {k: _finite(x) for k, x in v.items()}
+        return {k: _plain(x) for k, x in v.items()}
     if isinstance(v, list | tuple):
-        return [_finite(x) for x in v]
+        return [_plain(x) for x in v]
     return v
