@@ -28,6 +28,7 @@ from numpy.typing import NDArray
 from trainer.dataset import Dataset
 from trainer.errors import InputError
 from trainer.models import MODELS
+from trainer.temperature import reliability
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,9 @@ class FoldResult:
     shift_accuracy: dict[str, float] | None = None
     #: the model's training configuration (FMCNN variants); a cached fold of another is redone
     model_identity: str = ""
+    #: 10-bin expected calibration error of the top-1 probability on the (unshifted) test
+    #: fold, for models whose scores are probabilities (None for similarities and logits)
+    ece: float | None = None
 
 
 def topk_accuracy(scores: NDArray[np.float64], y: NDArray[np.int64], k: int) -> float:
@@ -218,7 +222,9 @@ def run_cv(
                         )
                         for i, s in enumerate(cfg.shifts_cm1)
                     }
+                is_prob = bool(np.all(scores >= 0) and np.allclose(scores.sum(axis=1), 1.0, atol=1e-3))
                 res = FoldResult(
+                    ece=float(reliability(scores, ds.y[te])["ece"]) if is_prob else None,
                     model=name,
                     repeat=repeat,
                     fold=fold,
@@ -255,6 +261,9 @@ def summarize(results: list[FoldResult], models: tuple[str, ...]) -> dict[str, d
             "fit_predict_s_total": float(sum(r.fit_predict_s for r in rs)),
             "n_folds": len(rs),
         }
+        eces = [r.ece for r in rs if r.ece is not None]
+        if eces and len(eces) == len(rs):
+            out[m]["ece_mean"] = float(np.mean(eces))
         shifts = [r.shift_accuracy for r in rs if r.shift_accuracy]
         if shifts and len(shifts) == len(rs):
             out[m]["shift_accuracy_mean"] = {k: float(np.mean([d[k] for d in shifts])) for k in shifts[0]}
@@ -268,14 +277,15 @@ def markdown_table(summary: dict[str, dict[str, float]], title: str) -> str:
     lines = [
         f"**{title}**",
         "",
-        "| model | accuracy (mean ± std) | top-3 | macro-F1 | folds | time (s) | paper |",
-        "|---|---|---|---|---|---|---|",
+        "| model | accuracy (mean ± std) | top-3 | macro-F1 | folds | time (s) | ECE | paper |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for m, s in sorted(summary.items(), key=lambda kv: -kv[1]["accuracy_mean"]):
         paper = f"{PAPER_FIGURES[m]:.3f}" if m in PAPER_FIGURES else ""
+        ece = f"{s['ece_mean']:.3f}" if "ece_mean" in s else ""
         lines.append(
             f"| {m} | {s['accuracy_mean']:.3f} ± {s['accuracy_std']:.3f} | {s['top3_mean']:.3f} "
-            f"| {s['macro_f1_mean']:.3f} | {int(s['n_folds'])} | {s['fit_predict_s_total']:.0f} | {paper} |"
+            f"| {s['macro_f1_mean']:.3f} | {int(s['n_folds'])} | {s['fit_predict_s_total']:.0f} | {ece} | {paper} |"
         )
     shifted = {m: s["shift_accuracy_mean"] for m, s in summary.items() if "shift_accuracy_mean" in s}
     if shifted:

@@ -28,6 +28,9 @@ def test_baselines_beat_chance_with_identical_folds(small, tmp_path: Path) -> No
     chance = 1 / small.n_classes
     for name in cfg.models:
         assert summary[name]["accuracy_mean"] > 3 * chance, name
+    # ECE for probability outputs (random forest, LDA), none for similarities or SVM margins
+    assert "ece_mean" not in summary["corr"] and "ece_mean" not in summary["svm"]
+    assert 0.0 <= summary["rf"]["ece_mean"] <= 1.0 and 0.0 <= summary["lda"]["ece_mean"] <= 1.0
     # same folds for every model: each fold has the same n_test for every model
     by_fold = {}
     for r in results:
