@@ -35,6 +35,7 @@ import numpy as np
 
 from firmware_bridge import messages as m
 from firmware_bridge.codec import Codec, FrameError
+from firmware_bridge.device_session import FLUSH_TX, MAX_CATCH_UP, DeviceSession
 from firmware_bridge.errors import UsageError
 from firmware_bridge.library import DEFAULT_MINERALS, load_library
 from firmware_bridge.physics import InstrumentModel, fluorescence_background, raman_on_pixels, simulate_counts
@@ -42,15 +43,14 @@ from raman_core.bands import reference_sample
 from raman_core.rruff_format import RamanSpectrum
 from raman_core.units import FULL_SCALE
 
+__all__ = ["MAX_CATCH_UP", "Emulator", "EmulatorConfig", "EmulatorStats", "Faults", "GroundTruth"]
+
 #: Bytes the device may hold for transmission; beyond this new spectra are dropped (a real
 #: device's USB buffer is small too), which keeps a host-less emulator from growing.
 MAX_TX_BUFFER = 64 * 1024
 #: Clean (noise-free) per-pixel spectra kept, one per library spectrum served (11 KB each at
 #: 1,360 pixels): the forward model's slow part runs once per sample, not once per frame.
 CLEAN_CACHE_SIZE = 512
-#: Most streamed spectra sent in one loop turn when the loop ran late (32 ms of a 1 ms stream:
-#: a loaded 2-core machine deschedules a process for several ms at a time).
-MAX_CATCH_UP = 32
 
 
 @dataclass(frozen=True)
@@ -203,26 +203,29 @@ class Emulator:
         """Power-on state: what a real device has after (re)boot."""
         cfg = self.config
         self._codec = Codec("line" if cfg.line_mode else "binary")
-        self._integration_ms = self.model.integration_ms
-        self._averages = self.model.averages
-        self._stream_period_s: float | None = None
-        self._next_stream = 0.0
-        self._pending: deque[tuple[float, bool]] = deque()  # (due time, dark) acquisitions
-        # Boots with the laser off (safety); an old session's stream had it on.
-        self._laser_on = cfg.line_mode or cfg.faults.stale_stream
-        self._watchdog_s = float(m.DEFAULT_WATCHDOG_S)
-        self._last_host = time.monotonic()
+        stale = cfg.line_mode or cfg.faults.stale_stream  # a text device streams from boot
+        #: The protocol state (commands, stream, laser, watchdog): device_session.py.
+        self.session = DeviceSession(
+            self.info(),
+            integration_ms=self.model.integration_ms,
+            averages=self.model.averages,
+            now=time.monotonic(),
+            line_mode=cfg.line_mode,
+            # Boots with the laser off (safety); an old session's stream had it on.
+            laser_on=stale,
+            stream_period_s=1.0 / max(cfg.rate_hz, 0.01) if stale else None,
+        )
         self._tx = bytearray()
         self._sample: RamanSpectrum | None = None
         self._sample_left = 0
         self._fluo = np.ones(cfg.pixels)
         self._spectra_this_link = 0
         self._stalled_until = 0.0
-        if cfg.line_mode or cfg.faults.stale_stream:
-            self._stream_period_s = 1.0 / max(cfg.rate_hz, 0.01)
-            self._next_stream = time.monotonic()
-        self.stats.streaming = self._stream_period_s is not None
-        self.stats.laser_on = self._laser_on
+        self._sync_stats()
+
+    def _sync_stats(self) -> None:
+        self.stats.streaming = self.session.streaming
+        self.stats.laser_on = self.session.laser_on
 
     def info(self) -> m.DeviceInfo:
         return m.DeviceInfo(
@@ -287,7 +290,7 @@ class Emulator:
             if now < self._stalled_until:
                 self._stop.wait(min(0.05, self._stalled_until - now))
                 continue
-            self._poll_io(self._next_deadline(now) - now)
+            self._poll_io(self.session.next_deadline(now, 0.05) - now)
             self._tick(time.monotonic())
             faults = self.config.faults
             if (
@@ -304,14 +307,6 @@ class Emulator:
                 reconnect_at = time.monotonic() + faults.reconnect_after_s
                 self._notify()
 
-    def _next_deadline(self, now: float) -> float:
-        deadline = now + 0.05
-        if self._stream_period_s is not None:
-            deadline = min(deadline, self._next_stream)
-        if self._pending:
-            deadline = min(deadline, self._pending[0][0])
-        return max(deadline, now)
-
     def _poll_io(self, timeout_s: float) -> None:
         assert self._master is not None
         wlist = [self._master] if self._tx else []
@@ -327,7 +322,7 @@ class Emulator:
             except OSError:
                 data = b""  # EIO: no host has the port open; nothing to read
             if data:
-                self._last_host = time.monotonic()
+                self.session.heard(time.monotonic())
                 self._codec.feed(data)
                 while (event := self._codec.next_event()) is not None:
                     self._handle(event)
@@ -355,107 +350,29 @@ class Emulator:
             self._write_some()
 
     def _tick(self, now: float) -> None:
-        if (
-            self._laser_on
-            and not self.config.line_mode  # a text device has no laser control
-            and now - self._last_host > self._watchdog_s
-        ):
-            # Host went quiet: laser off for safety (documented in docs/protocol.md).
-            self._laser_on = False
-            self.stats.laser_on = False
+        session = self.session
+        if session.tick(now):
             self.stats.laser_watchdog_trips += 1
-        while self._pending and self._pending[0][0] <= now:
-            _, dark = self._pending.popleft()
-            self._send_spectrum(dark=dark, streamed=False)
-        if self._stream_period_s is not None and now >= self._next_stream:
-            # The sensor exposes back to back at the period: a loop turn that ran late sends
-            # every spectrum that came due meanwhile (up to MAX_CATCH_UP), rather than
-            # stretching the period, so a 1 ms stream really is 1,000 spectra/s.
-            for _ in range(MAX_CATCH_UP):
-                self._send_spectrum(dark=False, streamed=True)
-                self._next_stream += self._stream_period_s
-                if now < self._next_stream or self._stalled_until > now or self._stream_period_s is None:
-                    break
-            if now >= self._next_stream:
-                self._next_stream = now  # far behind (e.g. the process was descheduled): skip ahead
+        while (exposure := session.next_exposure(now)) is not None:
+            self._send_spectrum(dark=exposure.dark, streamed=exposure.streamed)
+            if self._stalled_until > now:
+                break  # the stall fault: the device goes silent now
+        self._sync_stats()
         self._notify()
 
     # -- commands ------------------------------------------------------------------------
-
-    def _exposure_s(self) -> float:
-        return self._integration_ms * self._averages / 1000.0
 
     def _handle(self, event: m.Message | FrameError) -> None:
         if isinstance(event, FrameError):
             self.stats.frame_errors += 1
             return
         self.stats.commands += 1
-        seq = self._codec.last_rx_seq or 0
-        op, _ = m.encode_payload(event)
-        nack = self._apply(event)
-        if self.config.line_mode:
-            if isinstance(event, m.GetInfo):
-                self._send(self.info())
-            elif isinstance(event, m.Ping):
-                self._send(m.Ack(op, seq))
-            elif nack is not None:
-                self._send(m.Nack(op, seq, nack))
-            return
-        if isinstance(event, m.GetInfo):
-            self._send(self.info())
-        if isinstance(event, m.Flush):
-            self._tx.clear()
-        if nack is None:
-            self._send(m.Ack(op, seq))
-        else:
-            self._send(m.Nack(op, seq, nack))
-
-    def _apply(self, msg: m.Message) -> int | None:
-        """Carry out a command; a NackCode when refused."""
-        cfg = self.config
-        now = time.monotonic()
-        if isinstance(msg, m.SetIntegration):
-            if not cfg.integration_min_ms <= msg.integration_ms <= cfg.integration_max_ms:
-                return m.NackCode.OUT_OF_RANGE
-            self._integration_ms = msg.integration_ms
-        elif isinstance(msg, m.SetAverages):
-            if not 1 <= msg.averages <= 1000:
-                return m.NackCode.OUT_OF_RANGE
-            self._averages = msg.averages
-        elif isinstance(msg, m.Acquire):
-            if self._stream_period_s is not None:
-                return m.NackCode.BUSY
-            if not 1 <= msg.count <= 1000:
-                return m.NackCode.OUT_OF_RANGE
-            due = max([now] + [p[0] for p in self._pending])
-            for _ in range(msg.count):
-                due += self._exposure_s()
-                self._pending.append((due, False))
-        elif isinstance(msg, m.Dark):
-            if self._stream_period_s is not None:
-                return m.NackCode.BUSY
-            due = max([now] + [p[0] for p in self._pending]) + self._exposure_s()
-            self._pending.append((due, True))
-        elif isinstance(msg, m.StreamStart):
-            if msg.period_ms < 1:
-                return m.NackCode.OUT_OF_RANGE
-            self._stream_period_s = max(msg.period_ms / 1000.0, self._exposure_s())
-            self._next_stream = now + self._exposure_s()
-        elif isinstance(msg, m.StreamStop | m.Abort | m.Flush):
-            self._stream_period_s = None
-            self._pending.clear()
-        elif isinstance(msg, m.Laser):
-            if not 0 <= msg.power_pct <= 100:
-                return m.NackCode.OUT_OF_RANGE
-            self._laser_on = msg.on
-            self._watchdog_s = float(msg.watchdog_s or m.DEFAULT_WATCHDOG_S)
-        elif isinstance(msg, m.Ping | m.GetInfo):
-            pass
-        else:  # a device->host message sent to the device
-            return m.NackCode.UNKNOWN_TYPE
-        self.stats.streaming = self._stream_period_s is not None
-        self.stats.laser_on = self._laser_on
-        return None
+        for reply in self.session.receive(event, self._codec.last_rx_seq or 0, time.monotonic()):
+            if reply is FLUSH_TX:
+                self._tx.clear()
+            else:
+                self._send(reply)  # type: ignore[arg-type]
+        self._sync_stats()
 
     # -- output --------------------------------------------------------------------------
 
@@ -471,10 +388,10 @@ class Emulator:
         return self._sample
 
     def _exposure_model(self) -> InstrumentModel:
-        key = (self._integration_ms, self._averages)
+        key = (self.session.integration_ms, self.session.averages)
         model = self._exposure_models.get(key)
         if model is None:
-            model = replace(self.model, integration_ms=self._integration_ms, averages=self._averages)
+            model = replace(self.model, integration_ms=key[0], averages=key[1])
             self._exposure_models[key] = model
         return model
 
@@ -492,7 +409,7 @@ class Emulator:
     def _send_spectrum(self, *, dark: bool, streamed: bool) -> None:
         model = self._exposure_model()
         sample = self._next_sample() if not dark else None
-        laser = self._laser_on and not dark
+        laser = self.session.laser_on and not dark
         if sample is not None and laser:
             counts = simulate_counts(
                 sample.shift_cm1,
@@ -517,8 +434,8 @@ class Emulator:
         frame = m.SpectrumFrame(
             seq=seq,
             timestamp_ms=int(time.monotonic() * 1000) & 0xFFFFFFFF,
-            integration_ms=self._integration_ms,
-            averages=self._averages,
+            integration_ms=self.session.integration_ms,
+            averages=self.session.averages,
             flags=int(flags),
             counts=counts,
         )

@@ -61,7 +61,7 @@ def test_emulator_frames_equal_the_forward_model() -> None:
     # replaying its random stream through simulate_counts gives the same counts.
     cfg = EmulatorConfig(pixels=1360, seed=3, minerals=None)
     emu = Emulator(cfg, library=load_tray())
-    emu._laser_on = True
+    emu.session.laser_on = True
     rng = np.random.default_rng(3)
     sent: list[np.ndarray] = []
     emu._send = lambda msg, faults=False: sent.append(msg.counts)  # type: ignore[assignment,method-assign]
@@ -79,16 +79,16 @@ def test_emulator_frames_equal_the_forward_model() -> None:
 
 def test_a_late_loop_turn_sends_what_came_due_then_skips_ahead() -> None:
     emu = Emulator(EmulatorConfig(pixels=256), library=load_tray()[:2])
-    emu._laser_on = True
-    emu._stream_period_s = 0.001
+    emu.session.laser_on = True
+    emu.session.stream_period_s = 0.001
     now = time.monotonic()
-    emu._next_stream = now - 0.0035  # 4 exposures came due while the loop was away
+    emu.session.next_stream_s = now - 0.0035  # 4 exposures came due while the loop was away
     emu._tick(now)
     assert emu.stats.spectra_sent == 4
-    emu._next_stream = now - 1.0  # far behind: at most MAX_CATCH_UP, then the time base resets
+    emu.session.next_stream_s = now - 1.0  # far behind: at most MAX_CATCH_UP, then the time base resets
     emu._tick(now)
     assert emu.stats.spectra_sent == 4 + MAX_CATCH_UP
-    assert emu._next_stream >= now
+    assert emu.session.next_stream_s >= now
 
 
 def test_fast_stream_over_a_pty_arrives_in_order() -> None:
