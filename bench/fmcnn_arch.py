@@ -90,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     jsonl = RESULTS.with_suffix(".jsonl")
     done = {json.loads(line)["variant"] for line in jsonl.read_text().splitlines()} if jsonl.exists() else set()
     Xtr, ytr, Xva, yva = X[~is_val], y[~is_val], X[is_val], y[is_val]
-    corr = {s: float((corr_scores(Xtr, ytr, shifted(Xva, s), n_classes, 0).argmax(1) == yva).mean()) for s in SHIFTS_CM1}
+    corr = {
+        s: float((corr_scores(Xtr, ytr, shifted(Xva, s), n_classes, 0).argmax(1) == yva).mean()) for s in SHIFTS_CM1
+    }
     for name in a.variants.split(","):
         if name in done:
             continue

@@ -6,11 +6,14 @@ Protocol (paper selection, seed fixed, everything grouped by specimen = RRUFF ID
    them is seen by the model, its library, the fusion fit or any threshold.
 2. Known minerals: in every known class with >= 2 specimens, `test_fraction` of its specimens
    (at random, never all) form the *test* part. The test part is only ever scored.
-3. The rest is the training data of one FMCNN (`trainer.fmcnn.train_fmcnn`, val_split
-   "specimen"): its early-stopping specimens are the *validation* part, which `trainer export`
-   (trainer/export.py -> trainer/hybrid.write_hybrid) uses for the int8 calibration check,
-   the fusion weights/temperature and every unknown threshold (keep 95 % of validation
-   spectra). The bundle is the ordinary export: int8 TFLite + library of the training rows.
+3. The rest is the model's data, split as `trainer export` splits it: *calibration*
+   specimens (trainer.fmcnn.calibration_rows, CALIB_FRACTION) kept out of training, then one
+   FMCNN (`trainer.fmcnn.train_fmcnn`, val_split "specimen") on the remainder, whose
+   early-stopping specimens are the *validation* part (the int8 parity check). The
+   calibration part fits the CNN temperature, the fusion weights/temperature and every unknown
+   threshold (keep 95 % of calibration spectra), through trainer/export.py ->
+   trainer/hybrid.write_hybrid. The bundle is the ordinary export: int8 TFLite + library of
+   the training rows.
 
     .venv/bin/python -m bench.lmo_bundle train   # ~10-30 min on a shared 2-core machine
     .venv/bin/python -m bench.lmo_bundle export  # re-export from the saved model (minutes)
@@ -95,6 +98,12 @@ def train_config():  # type: ignore[no-untyped-def]
     return TrainConfig(epochs=EPOCHS, patience=PATIENCE, val_split="specimen", seed=SEED)
 
 
+def calibration_mask(tr: Dataset) -> NDArray[np.bool_]:
+    from trainer.fmcnn import CALIB_FRACTION, calibration_rows
+
+    return calibration_rows(tr.y, tr.groups, CALIB_FRACTION, SEED)
+
+
 def train(work: Path = WORK) -> None:
     from trainer.fmcnn import train_fmcnn
 
@@ -105,7 +114,8 @@ def train(work: Path = WORK) -> None:
         f"({split.unknown_rows.size} spectra), train+val {tr.y.size}, known test {split.test_rows.size}"
     )
     t0 = time.time()
-    model, hist = train_fmcnn(tr.X, tr.y, tr.n_classes, train_config(), groups=tr.groups)
+    fit = ~calibration_mask(tr)
+    model, hist = train_fmcnn(tr.X[fit], tr.y[fit], tr.n_classes, train_config(), groups=tr.groups[fit])
     work.mkdir(parents=True, exist_ok=True)
     model.save(work / "model.keras")
     info = {k: v for k, v in hist.items() if k != "epochs"} | {
@@ -127,18 +137,22 @@ def export(work: Path = WORK) -> dict:  # type: ignore[type-arg]
     split = load_split()
     tr = known_dataset(split, split.train_rows)
     cfg = train_config()
-    is_val = validation_rows(tr.y, cfg, np.random.default_rng(cfg.seed), tr.groups)
+    is_cal = calibration_mask(tr)
+    rest = np.flatnonzero(~is_cal)
+    is_val = np.zeros(tr.y.size, bool)
+    is_val[rest] = validation_rows(tr.y[rest], cfg, np.random.default_rng(cfg.seed), tr.groups[rest])
     model = keras.models.load_model(work / "model.keras")
     info = json.loads((work / "train.json").read_text())
     manifest = export_bundle(
         model,
-        tr.subset(np.flatnonzero(~is_val)),
+        tr.subset(np.flatnonzero(~is_val & ~is_cal)),
         tr.subset(np.flatnonzero(is_val)),
         work / "bundle",
         name="lmo-bench",
         training_info={"protocol": __doc__.split("\n\n")[1], "train": info},
         parity_min=0.0,  # a bench model: parity is recorded, not gated
         calibration_candidates=((200, 0, False),),
+        calibration_set=tr.subset(np.flatnonzero(is_cal)),
     )
     log(f"exported {work / 'bundle'}: parity {manifest['parity']}")
     return manifest

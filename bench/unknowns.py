@@ -4,12 +4,13 @@ Protocol (bench/lmo_bundle.py builds the split and the bundle; everything specim
 the paper selection's minerals are split into *known* (85 %) and *unknown* (15 %, at random).
 One FMCNN is trained on the known minerals' training specimens and exported with
 `trainer export`'s own code (int8 TFLite + library of the training rows + fusion fitted on
-the validation specimens). The unknown minerals are split again, by mineral, into two
+the calibration specimens). The unknown minerals are split again, by mineral, into two
 halves: *unknown-val* and *unknown-test*.
 
 Parts:
-- known-val: the export's held-out (early-stopping) specimens. Every threshold is chosen
-  here: the score value that keeps 95 % of them (`keep_fraction`).
+- known-val: the export's calibration specimens (kept out of training and early stopping;
+  the export fits its fusion and thresholds on them). Every threshold is chosen here: the
+  score value that keeps 95 % of them (`keep_fraction`).
 - unknown-val: used only to choose *which* score the edge should use (AUROC on
   known-val vs unknown-val). Never used for a threshold.
 - known-test + unknown-test: only scored. Reported: AUROC, fraction of unknown-test flagged,
@@ -32,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import DEFAULT_OUT, log, machine_info, md_table, write_results
-from bench.lmo_bundle import WORK, known_dataset, load_split, train_config
+from bench.lmo_bundle import WORK, calibration_mask, known_dataset, load_split
 from edge.bundle import load_bundle
 from edge.fusion import fused_logits
 from edge.pipeline import Analyzer, Evidence
@@ -136,13 +137,11 @@ def main() -> None:
     args = ap.parse_args()
     load_start = os.getloadavg()
     bundle_dir = ensure_bundle()
-    from trainer.fmcnn import validation_rows
-
     split = load_split()
     ds = split.ds
     tr = known_dataset(split, split.train_rows)
-    cfg = train_config()
-    is_val = validation_rows(tr.y, cfg, np.random.default_rng(cfg.seed), tr.groups)
+    # known-val = the export's calibration specimens: where its own thresholds were fitted
+    is_val = calibration_mask(tr)
     rng = np.random.default_rng(1)
     unk = np.array(split.unknown_minerals)
     unk_val = set(unk[rng.permutation(unk.size)[: unk.size // 2]].tolist())

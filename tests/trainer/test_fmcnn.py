@@ -132,9 +132,9 @@ def test_export_bundle_parity_and_edge_load(tiny_model: tuple[Any, Any], tmp_pat
         model, ds, ds, out, name="tiny", training_info={"n": len(ds.y)}, calibration_candidates=ONE
     )
     assert manifest["parity"]["top1_agreement"] >= 0.99
-    # default export: int8 weights, float32 activations (dynamic range); logits on the host
-    assert manifest["quantization"] == {"weights": "int8", "activations": "float32"}
-    assert manifest["input"]["dtype"] == "float32" and manifest["outputs"]["embedding"]["dtype"] == "float32"
+    # default export: 16x8 (int16 input and embedding), logits computed on the host in float32
+    assert manifest["quantization"] == {"weights": "int8", "activations": "int16"}
+    assert manifest["input"]["dtype"] == "int16" and manifest["outputs"]["embedding"]["dtype"] == "int16"
     assert manifest["output"]["dtype"] == "float32" and manifest["head"]["shape"] == [96, len(ds.labels)]
     b = load_bundle(out)
     assert b.labels == ds.labels and b.sha256 == manifest["files"]["model.tflite"]
