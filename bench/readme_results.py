@@ -25,7 +25,12 @@ SECTIONS = [
     (
         "FMCNN: choosing the architecture, shift error on held-out specimens, int vs float (`bench/fmcnn_arch.py`, "
         "`bench/shift_heldout.py`, `bench/fmcnn_parity.py`)",
-        ["fmcnn_arch.md", "robustness_shift_heldout_v2.md", "fmcnn_parity.md"],
+        ["fmcnn_arch.md", "robustness_shift_heldout_v3.md", "fmcnn_parity.md"],
+    ),
+    (
+        "Reference library: unknown minerals, a new mineral without retraining, two-mineral mixtures, latency "
+        "(`bench/unknowns.py`, `bench/library_add.py`, `bench/hybrid_mixture.py`, `bench/hybrid_latency.py`)",
+        ["unknowns.md", "library_add.md", "hybrid_mixture.md", "hybrid_latency.md"],
     ),
     ("Which bands drove the decision: deconvnet attribution (the paper's Figure 5, ours)", ["figures"]),
     (
@@ -33,6 +38,8 @@ SECTIONS = [
         ["robustness.md"],
     ),
     ("Edge performance: latency by stage, int8 vs float (`bench/edge_perf.py`)", ["edge_perf_latency.md"]),
+    ("Cold start: process start to first result (`bench/cold_start.py`)", ["cold_start.md"]),
+    ("Emulator rate: frames/s from its own process (`bench/emulator_rate.py`)", ["emulator_rate.md"]),
     ("Throughput: emulator -> daemon -> Mosquitto (`bench/throughput.py`)", ["throughput.md"]),
     ("Soak and memory (`bench/soak.py`)", ["soak.md"]),
     ("Faults against the real daemon (`bench/faults.py`)", ["faults.md"]),
@@ -42,9 +49,12 @@ SECTIONS = [
 
 #: Tables that re-use another run's folds to measure one choice, said above the table.
 CAPTIONS = {
-    "paper-specimen-v2-1x10": "The re-exported FMCNN recipe (issue 11: physics augmentation, specimen validation) against "
+    "paper-specimen-v2-1x10": "The FMCNN recipe of issue 11 (physics augmentation, specimen validation) against "
     "correlation and SVM on the same grouped folds, each test fold also scored with its shift axis moved. The older "
     "paper-specimen table above is the previous recipe.",
+    "paper-specimen-v3-1x10": "The shipped bundle's recipe (issue 12): the hybrid fits its fusion on calibration "
+    "specimens of each training fold and builds its library from the rest; FMCNN, correlation and SVM rows re-use the "
+    "v2 run's folds (same seed, same split).",
     "min8-augmentation-1x10": "What the instrument-like augmentation costs on clean library spectra (same folds as the "
     "first repeat above).",
     "paper-specimen-valsplit-1x10": "Early stopping on held-out specimens (fmcnn_specimen_val) vs random held-out "
@@ -59,9 +69,10 @@ def bundle_table() -> str:
     nan = float("nan")
     size = manifest.get("size_bytes", {})
     return (
-        "| bundle | classes | spectra (train + held-out) | parameters | model.tflite | int8 vs float top-1 agreement | "
+        "| bundle | classes | spectra (train + held-out + calibration) | parameters | model.tflite | int8 vs float top-1 agreement | "
         "float acc. | int8 acc. | unknown threshold |\n|---|---|---|---|---|---|---|---|---|\n"
-        f"| {manifest.get('name')} | {t.get('n_classes')} | {t.get('n_train')} + {t.get('n_heldout')} | "
+        f"| {manifest.get('name')} | {t.get('n_classes')} | {t.get('n_train')} + {t.get('n_heldout')} + "
+        f"{t.get('n_calibration', 0)} | "
         f"{t.get('params')} | {size.get('model.tflite', 0) / 1024:.0f} KB | "
         f"{p.get('top1_agreement', nan):.3f} (n={p.get('n')}, gate {p.get('gate', 0.99)}) | "
         f"{p.get('float_accuracy', nan):.3f} | {p.get('int8_accuracy', nan):.3f} | "
@@ -83,6 +94,7 @@ def headlines() -> list[str]:
         "cv/min8-specimen-1x10.json",
         "cv/paper-specimen-1x10.json",
         "cv/paper-specimen-v2-1x10.json",
+        "cv/paper-specimen-v3-1x10.json",
     ):
         cv = _load(name)
         if cv:
@@ -108,11 +120,19 @@ def headlines() -> list[str]:
         if p["top1_agreement"] < 0.99
         else "passes the 99 % gate"
     )
+    q = m.get("quantization", {"weights": "int8", "activations": "int8"})
     lines.append(
-        f"- **Shipped int8 bundle**: {size_kb:.0f} KB, {m['output']['n_classes']} classes; held-out float"
-        f" {p['float_accuracy']:.3f} vs int8 {p['int8_accuracy']:.3f}; top-1 agreement {p['top1_agreement']:.3f}"
-        f" ({verdict})"
+        f"- **Shipped bundle** ({q['weights']} weights, {q['activations']} activations): {size_kb:.0f} KB,"
+        f" {m['output']['n_classes']} classes; held-out float {p['float_accuracy']:.3f} vs integer"
+        f" {p['int8_accuracy']:.3f}; top-1 agreement {p['top1_agreement']:.3f} ({verdict})"
     )
+    t, fh = m.get("temperature", {}), m.get("fusion", {}).get("heldout")
+    if "ece" in t and fh:
+        lines.append(
+            f"- **Confidence** on {fh['n']} held-out specimens' spectra (ECE, 10 bins): CNN {t['ece']:.3f} at"
+            f" T {t['value']:.2f} ({t.get('criterion')}); fused result {fh['ece']:.3f} (mean top-1"
+            f" {fh['mean_confidence']:.3f} vs accuracy {fh['accuracy']:.3f})"
+        )
     rob = _load("robustness.json")
     if rob:
         pts = {(pt["factor"], pt["value"]): pt["all"] for pt in rob["points"]}
