@@ -132,7 +132,7 @@ class TracingEmulator(Emulator):
     def _send_spectrum(self, *, dark: bool, streamed: bool) -> None:
         s = self.stats
         before = (s.spectra_sent, s.corrupted, s.dropped, s.tx_overflow, s.commands)
-        laser = self._laser_on
+        laser = self.session.laser_on
         super()._send_spectrum(dark=dark, streamed=streamed)
         self.frames.append(
             FrameRecord(

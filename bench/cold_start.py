@@ -88,7 +88,7 @@ out["modules"] = {m: m in sys.modules for m in MODS}
 import scipy.linalg, scipy.optimize
 out["steps"].append(["(reference) + scipy.linalg + scipy.optimize", (time.perf_counter() - t0) * 1e3, rss_mb()])
 out["status"] = a.status
-out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+out["peak_rss_mb"] = hwm_mb()  # with the reference SciPy imports above
 print(json.dumps(out))
 """
 
