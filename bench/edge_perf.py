@@ -499,7 +499,8 @@ def markdown(data: dict[str, Any]) -> str:
         "(the WAL write on the acquisition thread; SQLite synchronous=NORMAL); commit_to_durable = commit start "
         "until the outbox's group fsync completed (syncer thread; a result is published only after it); "
         "total = decode..commit wall time. Publish (MQTT) not measured (publisher thread, needs a broker). "
-        "classify = the CNN on LiteRT, its logits head and softmax on the host, the reference-library search, the fusion and the mixture fit (the classification rows below time the CNN alone). "
+        "classify = the CNN on LiteRT, its logits head and softmax on the host, the reference-library search, "
+        "the fusion and the mixture fit (the classification rows below time the CNN alone). "
         "CPU share = process CPU time / wall time (includes the syncer thread; below 1 means the pinned core "
         "was also busy with other work).",
         "",

@@ -132,15 +132,12 @@ def export(work: Path = WORK) -> dict:  # type: ignore[type-arg]
     import keras
 
     from trainer.export import export_bundle
-    from trainer.fmcnn import validation_rows
+    from trainer.fmcnn import CALIB_FRACTION, holdout_rows
 
     split = load_split()
     tr = known_dataset(split, split.train_rows)
     cfg = train_config()
-    is_cal = calibration_mask(tr)
-    rest = np.flatnonzero(~is_cal)
-    is_val = np.zeros(tr.y.size, bool)
-    is_val[rest] = validation_rows(tr.y[rest], cfg, np.random.default_rng(cfg.seed), tr.groups[rest])
+    is_val, is_cal = holdout_rows(tr.y, tr.groups, cfg, CALIB_FRACTION)
     model = keras.models.load_model(work / "model.keras")
     info = json.loads((work / "train.json").read_text())
     manifest = export_bundle(

@@ -186,17 +186,14 @@ def _train(
     import numpy as np
     from rich.progress import Progress
 
-    from trainer.fmcnn import TrainConfig, calibration_rows, train_fmcnn, validation_rows
+    from trainer.fmcnn import TrainConfig, holdout_rows, train_fmcnn
 
     ds = _load(data, selection, minerals)
     cfg = TrainConfig(epochs=epochs, seed=seed, augment=augment, val_split=val_split)
     # Calibration specimens are taken out before training, so neither the gradient nor early
     # stopping sees them: the temperature, fusion and unknown thresholds are fitted on them.
-    is_cal = calibration_rows(ds.y, ds.groups, calib_fraction, seed)
+    is_val, is_cal = holdout_rows(ds.y, ds.groups, cfg, calib_fraction)
     rest = np.flatnonzero(~is_cal)
-    # The same split train_fmcnn makes internally: its validation rows are our held-out set.
-    is_val = np.zeros(ds.y.size, dtype=bool)
-    is_val[rest] = validation_rows(ds.y[rest], cfg, np.random.default_rng(cfg.seed), ds.groups[rest])
     with Progress() as progress:
         task = progress.add_task("training FMCNN", total=epochs)
 

@@ -290,6 +290,19 @@ def validation_rows(
     return _val_split(y, np.arange(y.size), cfg.val_fraction, rng)
 
 
+def holdout_rows(
+    y: NDArray[np.int64], groups: NDArray[Any], cfg: TrainConfig, calib_fraction: float
+) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
+    """(held-out, calibration) masks over the whole dataset, as `trainer train` splits it:
+    calibration specimens first, then, on the rest, the validation rows `train_fmcnn` holds
+    out itself (so training on the rest reproduces the same held-out set)."""
+    is_cal = calibration_rows(y, groups, calib_fraction, cfg.seed)
+    rest = np.flatnonzero(~is_cal)
+    is_val = np.zeros(y.size, dtype=bool)
+    is_val[rest] = validation_rows(y[rest], cfg, np.random.default_rng(cfg.seed), groups[rest])
+    return is_val, is_cal
+
+
 def _batches(X: Any, Y: Any, cfg: TrainConfig, rng: np.random.Generator) -> Any:
     """A keras PyDataset that augments every batch afresh (a new perturbation each epoch)."""
     import keras
