@@ -357,6 +357,28 @@ def export(
     _guard(run)
 
 
+@app.command("refit-fusion")
+def refit_fusion_cmd(
+    bundle: Path = typer.Option(..., help="Bundle directory whose fusion is re-fitted in place."),
+    data: Path = typer.Option(None, help="The RRUFF data it was trained on (default: the shared copy)."),
+) -> None:
+    """Re-fit the hybrid fusion on the bundle's calibration specimens (no retraining; only
+    manifest.json changes) and re-measure it on its held-out specimens."""
+
+    def run() -> None:
+        from trainer.refit import refit_fusion
+
+        with _status(f"re-fitting the fusion of {bundle}"):
+            f = refit_fusion(bundle, data or _default_data())
+        h = f["heldout"]
+        typer.echo(
+            f"{bundle}: w_corr {f['w_corr']:g}, w_emb {f['w_emb']:g}, T {f['temperature']:.2f}; held-out "
+            f"accuracy {h['accuracy']:.3f}, ECE {h['ece']:.3f}, mean top-1 p {h['mean_confidence']:.3f} (n {h['n']})"
+        )
+
+    _guard(run)
+
+
 @app.command()
 def evaluate(
     bundle: Path = typer.Option(..., help="Bundle directory."),
