@@ -1,0 +1,84 @@
+"""`trainer refit-fusion`: the fusion of an exported bundle re-fitted on its own calibration
+specimens, recovered from the manifest; only manifest.json changes, a wrong split is refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import TINY_MINERALS
+
+ONE = ((200, 0, False),)
+
+
+@pytest.fixture(scope="module")
+def split_bundle(tiny_model: tuple[Any, Any], rruff_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from trainer.dataset import from_spectra
+    from trainer.export import export_bundle
+    from trainer.fmcnn import TrainConfig, holdout_rows
+    from trainer.rruff import load_rruff, select
+
+    model, _ = tiny_model
+    # The dataset as `trainer train --minerals ...` builds it: selection first, then the minerals.
+    spectra, _ = load_rruff(rruff_path)
+    chosen, counts = select(spectra, "paper")
+    ds = from_spectra([s for s in chosen if s.mineral in TINY_MINERALS], counts=counts)
+    cfg = TrainConfig(seed=0, val_split="specimen")
+    is_val, is_cal = holdout_rows(ds.y, ds.groups, cfg, 0.2)
+    info = {
+        "selection": "paper",
+        "minerals": ",".join(TINY_MINERALS),
+        "calib_fraction": 0.2,
+        "config": cfg.to_dict(),
+        "n_spectra": int(ds.y.size),
+        "n_heldout": int(is_val.sum()),
+        "n_calibration": int(is_cal.sum()),
+    }
+    out = tmp_path_factory.mktemp("refit") / "b"
+    export_bundle(
+        model,
+        ds.subset(np.flatnonzero(~is_val & ~is_cal)),
+        ds.subset(np.flatnonzero(is_val)),
+        out,
+        name="t",
+        training_info=info,
+        calibration_candidates=ONE,
+        parity_min=0.0,
+        calibration_set=ds.subset(np.flatnonzero(is_cal)),
+    )
+    return out
+
+
+def test_refit_rewrites_the_fusion_and_keeps_the_bundle_valid(split_bundle: Path, rruff_path: Path) -> None:
+    from edge.bundle import load_bundle
+    from trainer.refit import refit_fusion
+
+    before = json.loads((split_bundle / "manifest.json").read_text())
+    bytes_before = {f.name: f.read_bytes() for f in split_bundle.iterdir() if f.name != "manifest.json"}
+    fusion = refit_fusion(split_bundle, rruff_path)
+    after = json.loads((split_bundle / "manifest.json").read_text())
+    assert after["fusion"] == fusion
+    assert fusion["fitted_on"].startswith(f"{before['training']['n_calibration']} calibration spectra")
+    assert fusion["heldout"]["n"] == before["training"]["n_heldout"] > 0
+    assert 0.0 <= fusion["heldout"]["ece"] <= 1.0 and fusion["temperature"] > 0
+    # Nothing but the manifest was touched, and the bundle still verifies.
+    assert {f.name: f.read_bytes() for f in split_bundle.iterdir() if f.name != "manifest.json"} == bytes_before
+    assert after["files"] == before["files"]
+    load_bundle(split_bundle)
+
+
+def test_refit_refuses_data_that_do_not_reproduce_the_split(split_bundle: Path, rruff_path: Path) -> None:
+    from trainer.errors import ExportError
+    from trainer.refit import refit_fusion
+
+    path = split_bundle / "manifest.json"
+    m = json.loads(path.read_text())
+    m["training"]["n_calibration"] += 1  # as if another copy of RRUFF had one more spectrum
+    path.write_text(json.dumps(m))
+    text = path.read_text()
+    with pytest.raises(ExportError, match="does not reproduce this bundle's split"):
+        refit_fusion(split_bundle, rruff_path)
+    assert path.read_text() == text
