@@ -1,8 +1,10 @@
 """Accuracy vs Raman-shift error on the trainer's held-out specimens: bundles vs correlation.
 
-    .venv/bin/python bench/shift_heldout.py --train-dir DIR --bundle models/fmcnn-rruff [--bundle OLD ...]
+    .venv/bin/python bench/shift_heldout.py [--train-dir DIR] --bundle models/fmcnn-rruff [--bundle OLD ...]
 
-DIR is a `trainer train` output (data.npz: preprocessed X, y, is_val, and is_cal when the
+Without --train-dir the split is recovered from the first bundle's manifest (trainer.refit.
+bundle_split: same data, selection, seed and split functions as `trainer train`; refused if the
+counts differ). DIR is a `trainer train` output (data.npz: preprocessed X, y, is_val, and is_cal when the
 export held calibration specimens out). Every held-out row is moved by +/-s cm-1 on the
 model grid (half the rows +s, half -s; linear interpolation, trainer.augment.shift_stretch;
 points moved in from outside the grid read 0), which is what a spectrometer whose calibration
@@ -38,13 +40,21 @@ SHIFTS_CM1 = (0, 2, 5, 10, 15, 20, 30)
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--train-dir", type=Path, required=True)
+    ap.add_argument("--train-dir", type=Path, default=None)
     ap.add_argument("--bundle", type=Path, action="append", required=True)
     ap.add_argument("--out", type=Path, default=Path("bench/results/shift_heldout"))
     a = ap.parse_args(argv)
-    z = np.load(a.train_dir / "data.npz")
-    X, y, is_val = z["X"], z["y"], z["is_val"]
-    in_lib = ~is_val & ~(z["is_cal"] if "is_cal" in z.files else np.zeros_like(is_val))
+    if a.train_dir is not None:
+        z = np.load(a.train_dir / "data.npz")
+        X, y, is_val = z["X"], z["y"], z["is_val"]
+        is_cal = z["is_cal"] if "is_cal" in z.files else np.zeros_like(is_val)
+    else:
+        from trainer.refit import bundle_split
+        from trainer.rruff import DEFAULT_RRUFF_PATH
+
+        ds, is_val, is_cal = bundle_split(load_bundle(a.bundle[0]).manifest, DEFAULT_RRUFF_PATH)
+        X, y = ds.X, ds.y
+    in_lib = ~is_val & ~is_cal
     Xh, yh = X[is_val], y[is_val]
     sign = np.where(np.arange(yh.size) % 2 == 0, 1.0, -1.0)
     n_classes = int(y.max()) + 1
@@ -70,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         row["corr"] = float((corr_scores(X[in_lib], y[in_lib], Xs, n_classes, 0).argmax(1) == yh).mean())
         rows.append(row)
         print(json.dumps(row), flush=True)
-    out = {"n_heldout": int(yh.size), "train_dir": str(a.train_dir), "rows": rows, "ece": ece, "note": __doc__}
+    out = {"n_heldout": int(yh.size), "train_dir": str(a.train_dir) if a.train_dir else "split from the bundle manifest", "rows": rows, "ece": ece, "note": __doc__}
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.with_suffix(".json").write_text(json.dumps(out, indent=1) + "\n")
     names = [k for k in rows[0] if k != "shift_cm1"]

@@ -43,6 +43,9 @@ class FusionParams:
     unknown_threshold: float = 0.0  # unknown score below this => unknown
     unknown_keep_fraction: float = 0.95
     unknown_score: str = "top_p"  # "top_p" (fused top-1 probability) or "top_logit" (fused top-1 logit)
+    #: Move the spectrum by its best library match's lag before the CNN when |lag| >= this many
+    #: grid points (edge.alignment); 0 = never (bundles fitted before it).
+    align_min_lag_pts: int = 0
 
     @classmethod
     def from_manifest(cls, manifest: dict[str, Any]) -> FusionParams | None:
@@ -52,7 +55,7 @@ class FusionParams:
         try:
             p = cls(
                 **{
-                    k: (str(v) if k == "unknown_score" else float(v))
+                    k: (str(v) if k == "unknown_score" else int(v) if k == "align_min_lag_pts" else float(v))
                     for k, v in raw.items()
                     if k in cls.__dataclass_fields__
                 }
@@ -61,11 +64,13 @@ class FusionParams:
             raise BundleError(f"manifest fusion section malformed ({err})") from err
         if p.unknown_score not in UNKNOWN_SCORES:
             raise BundleError(f"manifest fusion unknown_score must be one of {UNKNOWN_SCORES}, got {p.unknown_score!r}")
+        if p.align_min_lag_pts < 0:
+            raise BundleError(f"manifest fusion align_min_lag_pts must be >= 0, got {p.align_min_lag_pts}")
         if p.temperature <= 0:
             raise BundleError(f"manifest fusion temperature must be > 0, got {p.temperature}")
         return p
 
-    def to_dict(self) -> dict[str, float | str]:
+    def to_dict(self) -> dict[str, float | int | str]:
         return asdict(self)
 
 

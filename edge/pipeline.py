@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from edge.alignment import aligned
 from edge.bundle import Bundle, load_deconv_weights
 from edge.classifier import Classifier, Prediction
 from edge.deconv import DeconvWeights, Peak, attribution, top_peaks
@@ -64,6 +65,7 @@ class Evidence:
     corr_per_class: NDArray[np.float32] | None = None  # best correlation per class
     emb_per_class: NDArray[np.float32] | None = None  # best embedding cosine per class
     fused: Fused | None = None  # the hybrid's fused distribution (None: CNN alone)
+    aligned_lag_pts: int = 0  # the CNN's input was moved by this many points (edge.alignment)
 
     @property
     def cnn_max_p(self) -> float:
@@ -154,17 +156,19 @@ class Analyzer:
         kk = self.top_k if k is None else k
         if lib is None or len(lib) == 0:
             return Evidence(self.classifier.classify(values, k=kk))
-        pred = self.classifier.classify(values, k=1)
-        log_p = np.log(np.maximum(pred.probabilities.astype(np.float64), 1e-12))
         sim, lag = lib.similarities(values)
         corr = lib.per_class(sim)
+        # The CNN sees the spectrum moved onto its best match when the axis looks off.
+        x, moved = aligned(values, sim, lag, self.fusion.align_min_lag_pts)
+        pred = self.classifier.classify(x, k=1)
+        log_p = np.log(np.maximum(pred.probabilities.astype(np.float64), 1e-12))
         emb = None
         # Bundles whose model exports an embedding (issue 11) add the embedding search;
         # a model without one (the older shipped int8 model) simply skips this term.
         if pred.embedding is not None and lib.has_embedding:
             emb = lib.per_class(lib.embedding_similarities(pred.embedding))
         f = fuse(self.fusion, len(lib.minerals), log_p, corr, emb, k=kk)
-        return Evidence(pred, sim, lag, corr, emb, f)
+        return Evidence(pred, sim, lag, corr, emb, f, moved)
 
     def identify(self, values: NDArray[np.float32]) -> tuple[tuple[tuple[str, float], ...], bool, int, Match | None]:
         """(top, unknown, class index, match): the one identification path for every caller."""

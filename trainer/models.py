@@ -161,5 +161,8 @@ def _lazy(attr: str, identity: str = "") -> ModelFn:
 
 
 # Issue 12: CNN + shift-tolerant library search fused (library = the training fold only).
-MODELS["hybrid"] = _lazy("hybrid_scores", identity="hybrid: fusion fitted on calibration specimens (0.1), weights by log loss")
+MODELS["hybrid"] = _lazy(
+    "hybrid_scores",
+    identity="hybrid: fusion fitted on calibration specimens (0.1), weights by log loss, aligned CNN (3)",
+)
 MODELS["corr_lag"] = _lazy("corr_lag_scores")

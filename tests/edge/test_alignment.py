@@ -1,0 +1,82 @@
+"""edge.alignment: a spectrum whose axis is off is moved back onto its best library match
+(by the library's own lag), and the Analyzer's CNN sees the moved spectrum."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from edge.alignment import aligned, match_lag, move_by
+from edge.bundle import load_bundle
+from edge.library import build_library
+from edge.pipeline import Analyzer
+
+
+def test_move_by_is_the_library_lag_convention_and_renormalises() -> None:
+    x = np.zeros(20, np.float32)
+    x[5], x[15] = 1.0, 0.5
+    right = move_by(x, 3)
+    assert right[8] == 1.0 and right[18] == 0.5 and right[:3].sum() == 0
+    left = move_by(x, -6)  # the 1.0 band leaves the grid: the 0.5 band is the new maximum
+    assert left[9] == 1.0 and left.max() == 1.0 and left[14:].sum() == 0
+    assert np.array_equal(move_by(np.zeros(5), 2), np.zeros(5))
+
+
+def test_small_lags_and_disabled_alignment_leave_the_input_alone() -> None:
+    x = np.linspace(0, 1, 30, dtype=np.float32)
+    sim, lag = np.array([0.2, 0.9, 0.5], np.float32), np.array([7, -2, 9], np.int32)
+    assert match_lag(sim, lag) == -2
+    out, moved = aligned(x, sim, lag, 3)
+    assert moved == 0 and np.array_equal(out, x)
+    out, moved = aligned(x, np.array([0.95, 0.9], np.float32), np.array([7, -2], np.int32), 0)
+    assert moved == 0 and np.array_equal(out, x)
+    assert match_lag(np.zeros(0, np.float32), np.zeros(0, np.int32)) == 0
+
+
+@pytest.fixture(scope="module")
+def quartz_calcite() -> tuple[list[np.ndarray], list[str], list[str]]:
+    from edge.preprocess import preprocess
+    from tests.trainer.conftest import require_rruff
+    from trainer.rruff import load_rruff
+
+    spectra, _ = load_rruff(require_rruff(), minerals={"Quartz", "Calcite", "Gypsum"})
+    spectra = [s for s in spectra if s.data_type == "Processed"]
+    spec = load_bundle().spec
+    rows = [preprocess(s.shift_cm1, s.intensity, spec, corrected=True).values for s in spectra]
+    return rows, [s.mineral for s in spectra], [s.rruff_id for s in spectra]
+
+
+def test_a_shifted_spectrum_is_moved_back_onto_its_reference(quartz_calcite) -> None:  # type: ignore[no-untyped-def]
+    rows, names, ids = quartz_calcite
+    minerals = tuple(sorted(set(names)))
+    lib = build_library(minerals, [minerals.index(n) for n in names], ids, np.zeros(len(rows)), np.stack(rows))
+    x = rows[0]
+    off = move_by(x, 12)  # the axis 12 cm-1 off (1 cm-1 grid)
+    sim, lag = lib.similarities(off)
+    back, moved = aligned(off, sim, lag, 3)
+    assert moved == -12 and int(np.argmax(sim)) == 0
+    # Back where it was, apart from the 12 points that left the grid.
+    keep = slice(0, x.size - 12)
+    assert np.allclose(back[keep] / back[keep].max(), x[keep] / x[keep].max(), atol=1e-6)
+    assert float(np.corrcoef(back, x)[0, 1]) > 0.99 > float(np.corrcoef(off, x)[0, 1])
+
+
+def test_the_analyzer_classifies_the_aligned_spectrum(quartz_calcite) -> None:  # type: ignore[no-untyped-def]
+    rows, names, ids = quartz_calcite
+    minerals = tuple(sorted(set(names)))
+    lib = build_library(minerals, [minerals.index(n) for n in names], ids, np.zeros(len(rows)), np.stack(rows))
+    bundle = load_bundle()
+    an = Analyzer(bundle, library=lib, use_bundle_library=False)
+    an.fusion = dataclasses.replace(an.fusion, align_min_lag_pts=3)
+    off = move_by(rows[0], 12)
+    ev = an.evidence(off)
+    assert ev.aligned_lag_pts == -12
+    # The CNN's answer is the one for the moved-back spectrum, not for the shifted input.
+    direct = an.classifier.classify(aligned(off, ev.sim, ev.lag, 3)[0], k=1)  # type: ignore[arg-type]
+    assert np.array_equal(ev.prediction.probabilities, direct.probabilities)
+    an.fusion = dataclasses.replace(an.fusion, align_min_lag_pts=0)
+    ev0 = an.evidence(off)
+    assert ev0.aligned_lag_pts == 0
+    assert np.array_equal(ev0.prediction.probabilities, an.classifier.classify(off, k=1).probabilities)
