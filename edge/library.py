@@ -316,14 +316,20 @@ class ReferenceLibrary:
             out[d.present] = np.maximum.reduceat(np.asarray(sim)[d.order], d.starts)
         return out
 
-    def best_reference(self, c: int, sim: NDArray[np.floating]) -> int:
-        """Row of class c's most similar reference."""
+    def class_rows(self, c: int) -> NDArray[np.int64]:
+        """Rows of class c's references (empty if it has none), without a pass over the library."""
         d = self._d
         i = int(np.searchsorted(d.present, c))
         if i >= d.present.size or d.present[i] != c:
-            raise LibraryError(f"class {c} has no reference")
+            return d.order[:0]
         end = d.starts[i + 1] if i + 1 < d.starts.size else len(self)
-        rows = d.order[d.starts[i] : end]
+        return d.order[d.starts[i] : end]
+
+    def best_reference(self, c: int, sim: NDArray[np.floating]) -> int:
+        """Row of class c's most similar reference."""
+        rows = self.class_rows(c)
+        if rows.size == 0:
+            raise LibraryError(f"class {c} has no reference")
         return int(rows[np.argmax(np.asarray(sim)[rows])])
 
     def match(self, sim: NDArray[np.floating], lag: NDArray[np.integer] | None = None) -> Match:

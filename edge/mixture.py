@@ -2,19 +2,40 @@
 
 A spot on a rock often holds two minerals; the spectrum is then close to a non-negative
 combination of theirs (intensities add; both are max-normalised, so the weights are shares
-of the fitted intensity, not of volume). The first mineral is the best single NNLS fit among
-the best references of the `n_candidates` most similar classes; the second is found by
-searching the library with the residual (matching pursuit: a minor component hardly moves
-the mixture's own similarity ranking) and refitting each candidate pair by
-non-negative least squares (`nnls`: exact for one or two columns in closed form, pure NumPy:
-scipy.optimize would cost ~50 MB RSS on the device). The pair is reported only when it explains the spectrum
-significantly better than the best single reference:
+of the fitted intensity, not of volume). The fit, pure NumPy (scipy.optimize would cost
+~50 MB RSS on the device):
 
-    (r1 - r2) / r1 >= min_gain    and    the smaller fraction >= min_fraction
+1. Candidates from the spectrum itself: the `refs_per_class` most similar references of each
+   of the `n_candidates` most similar classes. The best single non-negative fit among them
+   is the one-mineral explanation.
+2. Candidates from what that fit leaves: the residual is searched in the library (a matching
+   pursuit step: a minor component hardly moves the mixture's own similarity ranking, but
+   it dominates the residual), giving the `refs_per_class` best references of each of the
+   `n_residual_candidates` most similar other classes.
+3. Every pair of candidate references of two different minerals is fitted by two-column NNLS
+   at once from the Gram matrix of the candidates (closed form, vectorised over the pairs);
+   the pair with the smallest residual and both weights positive is the two-mineral answer.
+   Two references per class (rather than one) let a mineral's specimen-to-specimen variation
+   be matched by its closer reference in the company of the other mineral.
 
-with r1, r2 the relative residual norms of the best single and best pair. The criterion's
-values are chosen on synthetic mixtures of training-fold spectra (bench/hybrid_mixture.py)
-and stored in the bundle manifest (`mixture`); the defaults are that run's choice.
+The pair is reported only when it explains the spectrum significantly better than the best
+single reference, and what the single reference leaves is intensity it lacks:
+
+    gain   = (r1 - r2) / r1                 >= min_gain
+    excess = |max(x - s, 0)|^2 / |x - s|^2  >= min_excess
+    the smaller fraction                    >= min_fraction
+
+with r1, r2 the relative residual norms (|x - fit| / |x|) of the best single reference fit s
+and of the best pair. The excess is there because a pure spectrum of a specimen the library
+does not hold also gains from a second reference (0.3 for the top 5 % of pure training
+spectra, bench/hybrid_mixture.py), but its residual is bands too strong *and* too weak
+(orientation, crystallinity), while a second mineral leaves bands the first reference does
+not have: mostly positive residual (median excess 0.89 for training mixtures, 0.60 for pure
+spectra). A noise-aware form ((r1^2 - r2^2) against the noise energy estimated from the
+first differences) separated pure from mixed spectra worse: the residual of a pure spectrum
+against another specimen's reference is mostly specimen variation, not noise. The values are
+chosen on synthetic mixtures of training spectra (bench/hybrid_mixture.py) and may be set in
+the bundle manifest (`mixture`); the defaults are that run's choice.
 """
 
 from __future__ import annotations
@@ -30,12 +51,16 @@ from edge.library import ReferenceLibrary
 
 @dataclass(frozen=True)
 class MixtureParams:
-    n_candidates: int = 6
-    min_gain: float = 0.3
-    min_fraction: float = 0.15
+    n_candidates: int = 6  # classes ranked by the spectrum's own similarity
+    n_residual_candidates: int = 6  # other classes ranked by the similarity of the residual
+    refs_per_class: int = 2  # best references of each candidate class in the fit
+    min_gain: float = 0.275
+    min_excess: float = 0.7
+    min_fraction: float = 0.05
 
     @classmethod
     def from_manifest(cls, manifest: dict[str, Any]) -> MixtureParams:
+        """The manifest's `mixture` section; keys it lacks (older bundles) keep their defaults."""
         raw = manifest.get("mixture") or {}
         return cls(**{k: type(getattr(cls(), k))(v) for k, v in raw.items() if k in cls.__dataclass_fields__})
 
@@ -43,9 +68,13 @@ class MixtureParams:
 @dataclass(frozen=True)
 class MixtureFit:
     components: tuple[tuple[str, float], ...] | None  # (mineral, fraction) largest first, or None
-    single_residual: float
-    pair_residual: float
-    gain: float
+    single_residual: float  # r1: |x - best single fit| / |x|
+    pair_residual: float  # r2: the same for the best pair (r1 when there is none)
+    gain: float  # (r1 - r2) / r1
+    excess: float = 0.0  # share of the single fit's residual energy where x exceeds the fit
+    candidates: tuple[str, ...] = ()  # minerals whose references entered the pair search
+    pair: tuple[str, str] | None = None  # the best pair with its fractions, before the criterion
+    pair_fractions: tuple[float, float] | None = None
 
 
 def nnls(A: NDArray[np.float64], x: NDArray[np.float64]) -> tuple[NDArray[np.float64], float]:
@@ -83,6 +112,27 @@ def nnls(A: NDArray[np.float64], x: NDArray[np.float64]) -> tuple[NDArray[np.flo
     return w, resid(w)
 
 
+def pair_fits(
+    G: NDArray[np.float64], b: NDArray[np.float64], xx: float
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]:
+    """Two-column fits of x by every pair (i < j) of columns, from their Gram matrix G = C C^T,
+    b = C x and xx = x . x: (i, j, squared residual, weights (n_pairs, 2)).
+
+    Only interior solutions count (both weights > 0): a pair whose NNLS puts a weight at 0 is
+    a single-reference fit, not a mixture, and gets an infinite residual."""
+    i, j = np.triu_indices(G.shape[0], 1)
+    gii, gjj, gij = G[i, i], G[j, j], G[i, j]
+    det = gii * gjj - gij * gij
+    ok = det > 1e-12 * np.maximum(gii * gjj, 1e-300)  # not collinear
+    safe = np.where(ok, det, 1.0)
+    wi = (gjj * b[i] - gij * b[j]) / safe
+    wj = (gii * b[j] - gij * b[i]) / safe
+    ok &= (wi > 0) & (wj > 0)
+    r2 = xx - 2 * (wi * b[i] + wj * b[j]) + wi * wi * gii + 2 * wi * wj * gij + wj * wj * gjj
+    r2 = np.where(ok, np.maximum(r2, 0.0), np.inf)
+    return i, j, r2, np.stack([wi, wj], axis=1)
+
+
 def _shifted(v: NDArray[np.float32], lag: int) -> NDArray[np.float32]:
     """Reference moved onto the query's axis (library lags move the query onto the reference)."""
     if lag == 0:
@@ -95,6 +145,46 @@ def _shifted(v: NDArray[np.float32], lag: int) -> NDArray[np.float32]:
     return out
 
 
+def _columns(lib: ReferenceLibrary, rows: list[int], lags: list[int]) -> NDArray[np.float64]:
+    """References `rows`, dequantised and each moved by its lag as _shifted does, (k, grid_n).
+
+    One gather from the (possibly memory-mapped) int8 block instead of a row at a time."""
+    r = np.asarray(rows, np.int64)
+    ref = np.take(lib.spectra_q, r, axis=0).view(np.ndarray).astype(np.float64)
+    ref *= lib.scale[r, None]
+    ref += lib.offset[r, None]
+    n = ref.shape[1]
+    out = np.zeros_like(ref)
+    for k, lag in enumerate(lags):
+        if lag >= 0:
+            out[k, : n - lag] = ref[k, lag:]
+        else:
+            out[k, -lag:] = ref[k, : n + lag]
+    return out
+
+
+def _best_rows(lib: ReferenceLibrary, sim: NDArray[np.floating], classes: NDArray[np.integer], m: int) -> list[int]:
+    """The m most similar references of each class, in class order."""
+    sim = np.asarray(sim)
+    out: list[int] = []
+    for c in classes:
+        rows = lib.class_rows(int(c))
+        if rows.size > m:
+            rows = rows[np.argpartition(-sim[rows], m - 1)[:m]]
+        out.extend(int(r) for r in rows)
+    return out
+
+
+def _top_classes(per_class: NDArray[np.floating], k: int) -> NDArray[np.int64]:
+    """The k most similar classes, most similar first (classes without a reference left out)."""
+    k = min(k, per_class.size)
+    if k <= 0:
+        return np.zeros(0, np.int64)
+    top = np.argpartition(-per_class, k - 1)[:k]
+    top = top[np.argsort(-per_class[top], kind="stable")]
+    return top[np.isfinite(per_class[top])]
+
+
 def fit_mixture(
     values: NDArray[np.floating],
     lib: ReferenceLibrary,
@@ -105,50 +195,58 @@ def fit_mixture(
     """Decide one mineral or two for a preprocessed spectrum, given its library similarities."""
     p = params or MixtureParams()
     x = np.asarray(values, np.float64)
-    per_class = lib.per_class(sim)
-    k = int(min(p.n_candidates, np.isfinite(per_class).sum()))
-    if k < 2:
+    xx = float(x @ x)
+    norm = max(np.sqrt(xx), 1e-12)
+    m = max(1, p.refs_per_class)
+    first = _top_classes(lib.per_class(sim), p.n_candidates)
+    if first.size == 0:
         return MixtureFit(None, 1.0, 1.0, 0.0)
-    norm = max(float(np.linalg.norm(x)), 1e-12)
-
-    def column(i: int, lags: NDArray[np.integer] | None) -> NDArray[np.float64]:
-        ref = lib.reference(i)
-        return _shifted(ref, int(lags[i]) if lags is not None else 0).astype(np.float64)
-
-    # First mineral: the candidate (by similarity) whose best reference fits best alone.
-    singles = []
-    for c in np.argsort(-per_class)[:k]:
-        i = lib.best_reference(int(c), sim)
-        col = column(i, lag)
-        w, r = nnls(col[:, None], x)
-        singles.append((r, int(c), i, col, float(w[0])))
-    r1, ca, ia, col_a, wa = min(singles, key=lambda t: t[0])
-    r1 /= norm
-    # Second mineral: matching pursuit - search the library with what the first leaves
-    # unexplained (a minor component hardly moves the mixture's own similarity ranking).
-    rest = x - wa * col_a
+    lags0 = np.zeros(len(lib), np.int64) if lag is None else np.asarray(lag)
+    keys = [(r, int(lags0[r])) for r in _best_rows(lib, sim, first, m)]
+    C = _columns(lib, [r for r, _s in keys], [s for _r, s in keys])
+    b = C @ x
+    g = np.einsum("ij,ij->i", C, C)
+    explained = np.where(g > 0, np.maximum(b, 0.0) ** 2 / np.where(g > 0, g, 1.0), 0.0)
+    j1 = int(np.argmax(explained))
+    # Second stage: search the library with what the best single reference leaves unexplained.
+    ca = int(lib.class_idx[keys[j1][0]])
+    rest = x - (max(b[j1], 0.0) / g[j1] if g[j1] > 0 else 0.0) * C[j1]
     sim2, lag2 = lib.similarities(rest.astype(np.float32))
     pc2 = lib.per_class(sim2)
     pc2[ca] = -np.inf
-    best: tuple[float, int, NDArray[np.float64], NDArray[np.float64]] | None = None
-    for c in np.argsort(-pc2)[: k - 1]:
-        if not np.isfinite(pc2[c]):
-            continue
-        ib = lib.best_reference(int(c), sim2)
-        pair = np.stack([col_a, column(ib, lag2)], axis=1)
-        w, r = nnls(pair, x)
-        if best is None or r < best[0]:
-            best = (r, int(c), w, pair)
-    if best is None:
-        return MixtureFit(None, r1, r1, 0.0)
-    r2, cb, w, pair = best[0] / norm, best[1], best[2], best[3]
-    names = {0: lib.minerals[ca], 1: lib.minerals[cb]}
+    second = _top_classes(pc2, p.n_residual_candidates)
+    seen = set(keys)
+    extra = [k for k in ((r, int(lag2[r])) for r in _best_rows(lib, sim2, second, m)) if k not in seen]
+    if extra:
+        C2 = _columns(lib, [r for r, _s in extra], [s for _r, s in extra])
+        C = np.vstack([C, C2])
+        b = np.concatenate([b, C2 @ x])
+        keys += extra
+    g = np.einsum("ij,ij->i", C, C)
+    explained = np.where(g > 0, np.maximum(b, 0.0) ** 2 / np.where(g > 0, g, 1.0), 0.0)
+    j1 = int(np.argmax(explained))
+    r1 = float(np.sqrt(max(xx - float(explained[j1]), 0.0))) / norm
+    rest = x - (max(b[j1], 0.0) / g[j1] if g[j1] > 0 else 0.0) * C[j1]
+    pos = np.maximum(rest, 0.0)
+    excess = float(pos @ pos) / max(float(rest @ rest), 1e-300)
+    cls = lib.class_idx[[r for r, _s in keys]]
+    candidates = tuple(dict.fromkeys(lib.minerals[int(c)] for c in cls))
+    i, j, r2sq, w = pair_fits(C @ C.T, b, xx)
+    r2sq = np.where(cls[i] != cls[j], r2sq, np.inf)  # two different minerals
+    if r2sq.size == 0 or not np.isfinite(r2sq.min()):
+        return MixtureFit(None, r1, r1, 0.0, excess, candidates)
+    k = int(np.argmin(r2sq))
+    r2 = float(np.sqrt(r2sq[k])) / norm
     gain = (r1 - r2) / r1 if r1 > 0 else 0.0
     # Shares of the fitted intensity: weight x that reference's total intensity.
-    share = w * pair.sum(axis=0)
+    share = w[k] * np.array([C[i[k]].sum(), C[j[k]].sum()])
     frac = share / share.sum() if share.sum() > 0 else np.array([1.0, 0.0])
-    if gain < p.min_gain or frac.min() < p.min_fraction:
-        return MixtureFit(None, r1, r2, gain)
-    comp = sorted(((names[0], float(frac[0])), (names[1], float(frac[1]))), key=lambda t: -t[1])
+    names = (lib.minerals[int(cls[i[k]])], lib.minerals[int(cls[j[k]])])
+    comp = sorted(zip(names, (float(frac[0]), float(frac[1])), strict=True), key=lambda t: -t[1])
     rounded = round(comp[0][1], 4)
-    return MixtureFit(((comp[0][0], rounded), (comp[1][0], round(1.0 - rounded, 4))), r1, r2, gain)
+    ordered = ((comp[0][0], rounded), (comp[1][0], round(1.0 - rounded, 4)))
+    pair = (ordered[0][0], ordered[1][0])
+    fracs = (ordered[0][1], ordered[1][1])
+    if gain < p.min_gain or excess < p.min_excess or frac.min() < p.min_fraction:
+        return MixtureFit(None, r1, r2, gain, excess, candidates, pair, fracs)
+    return MixtureFit(ordered, r1, r2, gain, excess, candidates, pair, fracs)

@@ -88,6 +88,19 @@ def test_extend_and_remove_by_mineral(real) -> None:  # type: ignore[no-untyped-
     assert np.isfinite(big.per_class(big.similarities(lib.spectra[0].astype(np.float32))[0])).all()
 
 
+def test_class_rows_and_best_reference(real) -> None:  # type: ignore[no-untyped-def]
+    lib, X, _y = real
+    sim, _lag = lib.similarities(X[0])
+    for c in range(len(lib.minerals)):
+        rows = lib.class_rows(c)
+        np.testing.assert_array_equal(np.sort(rows), np.flatnonzero(lib.class_idx == c))
+        assert lib.best_reference(c, sim) == rows[np.argmax(sim[rows])]
+    gone = lib.without("Calcite")
+    assert gone.class_rows(lib.minerals.index("Calcite")).size == 0
+    with pytest.raises(LibraryError):
+        gone.best_reference(lib.minerals.index("Calcite"), gone.similarities(X[0])[0])
+
+
 def test_embedding_search_is_cosine(real) -> None:  # type: ignore[no-untyped-def]
     lib, _X, _y = real
     rng = np.random.default_rng(0)
