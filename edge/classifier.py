@@ -71,6 +71,18 @@ class Head:
 
     w: NDArray[np.float32]  # (d, n_classes)
     b: NDArray[np.float32]  # (n_classes,)
+    #: The bottleneck layer too, when model.tflite ends at the flattened features (dynamic-range
+    #: bundles): embedding = features @ bottleneck_w + bottleneck_b, float32 on the host from
+    #: int8 weights with one scale per column. LiteRT's dynamic-range kernel quantises the
+    #: 2,720-wide features per tensor on the fly, which flipped 3 of 214 held-out decisions
+    #: (parity 0.986); on the host in float the same weights flipped none (1.000).
+    bottleneck_w: NDArray[np.float32] | None = None  # (features, d)
+    bottleneck_b: NDArray[np.float32] | None = None  # (d,)
+
+    @property
+    def input_width(self) -> int:
+        """Width of the model output the head reads (features or embedding)."""
+        return int(self.bottleneck_w.shape[0] if self.bottleneck_w is not None else self.w.shape[0])
 
 
 class TFLiteNet:
@@ -113,10 +125,11 @@ class TFLiteNet:
         }
         if head is not None:
             widths = [int(o["shape"][-1]) for o in outs]
-            if len(outs) != 1 or widths[0] != head.w.shape[0]:
+            if len(outs) != 1 or widths[0] != head.input_width:
+                what = "features" if head.bottleneck_w is not None else "embedding"
                 raise BundleError(
-                    f"{where}: a bundle with a host head needs one embedding output of width "
-                    f"{head.w.shape[0]}, the model has outputs of width {widths}"
+                    f"{where}: a bundle with a host head needs one {what} output of width "
+                    f"{head.input_width}, the model has outputs of width {widths}"
                 )
             self._logits, self._emb = None, outs[0]
         else:
@@ -141,8 +154,12 @@ class TFLiteNet:
 
     @property
     def output_quantization(self) -> dict[str, Any]:
-        """{"logits": ... or None (host head), "embedding": ... or None}: dtype, scale, zero point."""
-        return {"logits": self._q(self._logits), "embedding": self._q(self._emb)}
+        """{"logits": ... or None (host head), "embedding": ... or None}: dtype, scale, zero point
+        (an embedding computed on the host from the model's features: float32, width d)."""
+        emb = self._q(self._emb)
+        if emb is not None and self.head is not None and self.head.bottleneck_w is not None:
+            emb = {"width": int(self.head.bottleneck_w.shape[1]), "dtype": "float32", "scale": 0.0, "zero_point": 0}
+        return {"logits": self._q(self._logits), "embedding": emb}
 
     def quantise(self, values: NDArray[np.float32]) -> NDArray[Any]:
         """One model-grid spectrum -> the input tensor (1, n, 1) in the model's input dtype."""
@@ -170,6 +187,8 @@ class TFLiteNet:
             )
         if self.head is not None:
             assert emb is not None
+            if self.head.bottleneck_w is not None:
+                emb = emb @ self.head.bottleneck_w + self.head.bottleneck_b
             out = (emb @ self.head.w + self.head.b).astype(np.float32)
         else:
             assert self._logits is not None
@@ -240,20 +259,49 @@ def load_head(bundle: Bundle) -> Head | None:
     path = bundle.path / "head.npz"
     if "head.npz" not in bundle.manifest.get("files", {}):
         raise BundleError(f"{bundle.path}: manifest names a host head but records no SHA-256 for head.npz")
+    bw = bb = None
     try:
         with np.load(path) as z:
             w, b = np.asarray(z["w"], np.float32), np.asarray(z["b"], np.float32)
+            if "bottleneck_q" in z.files:
+                q = np.asarray(z["bottleneck_q"])
+                scale = np.asarray(z["bottleneck_scale"], np.float32)
+                bb = np.asarray(z["bottleneck_b"], np.float32)
+                if q.dtype != np.int8 or q.ndim != 2 or scale.shape != (q.shape[1],) or bb.shape != (q.shape[1],):
+                    raise ValueError(f"bottleneck q {q.dtype} {q.shape}, scale {scale.shape}, b {bb.shape}")
+                bw = np.ascontiguousarray(q.astype(np.float32) * scale[None, :])
     except (OSError, ValueError, KeyError) as err:
         raise BundleError(f"{path}: cannot read the logits head ({err})") from err
     n = len(bundle.labels)
     if w.ndim != 2 or w.shape[1] != n or b.shape != (n,):
         raise BundleError(f"{path}: head shapes w {w.shape}, b {b.shape} do not fit {n} labels")
-    return Head(w=np.ascontiguousarray(w), b=b)
+    if bw is not None and bw.shape[1] != w.shape[0]:
+        raise BundleError(f"{path}: bottleneck width {bw.shape[1]} does not feed a head of {w.shape[0]} inputs")
+    return Head(w=np.ascontiguousarray(w), b=b, bottleneck_w=bw, bottleneck_b=bb)
 
 
-def save_head(w: NDArray[np.floating], b: NDArray[np.floating], path: str | os.PathLike[str]) -> None:
-    """Write head.npz (float32: 96 x 1,203 is 0.46 MB; float16 would move near-tie decisions)."""
-    np.savez_compressed(path, w=np.asarray(w, np.float32), b=np.asarray(b, np.float32))
+def quantize_columns(w: NDArray[np.floating]) -> tuple[NDArray[np.int8], NDArray[np.float32]]:
+    """Symmetric int8 per output column: w ~ q * scale[None, :]."""
+    w = np.asarray(w, np.float32)
+    scale = np.maximum(np.abs(w).max(axis=0), 1e-12) / 127.0
+    q = np.clip(np.round(w / scale[None, :]), -127, 127).astype(np.int8)
+    return q, scale.astype(np.float32)
+
+
+def save_head(
+    w: NDArray[np.floating],
+    b: NDArray[np.floating],
+    path: str | os.PathLike[str],
+    *,
+    bottleneck: tuple[NDArray[np.floating], NDArray[np.floating]] | None = None,
+) -> None:
+    """Write head.npz (float32: 96 x 1,203 is 0.46 MB; float16 would move near-tie decisions),
+    with the bottleneck (int8 per column + float32 bias) when the model ends at the features."""
+    arrays = {"w": np.asarray(w, np.float32), "b": np.asarray(b, np.float32)}
+    if bottleneck is not None:
+        q, scale = quantize_columns(bottleneck[0])
+        arrays |= {"bottleneck_q": q, "bottleneck_scale": scale, "bottleneck_b": np.asarray(bottleneck[1], np.float32)}
+    np.savez_compressed(path, **arrays)
 
 
 def _dequantise(y: NDArray[Any], dtype: Any, quant: tuple[float, int]) -> NDArray[np.float32]:

@@ -16,7 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge.bundle import BUNDLE_FORMAT, REQUIRED_FILES, load_bundle, save_deconv_weights, sha256_file
-from edge.classifier import Classifier, Head, TFLiteNet, save_head, softmax
+from edge.classifier import Classifier, Head, TFLiteNet, quantize_columns, save_head, softmax
 from trainer.dataset import Dataset
 from trainer.deconv_ref import extract_weights
 from trainer.errors import ExportError
@@ -50,10 +50,18 @@ def representative_rows(ds: Dataset, n_rows: int, seed: int = 0) -> NDArray[np.f
 CALIBRATION_CANDIDATES = tuple((rows, 0, eq) for eq in (False, True) for rows in (200, 400, 800))
 
 
-def _head_of(model: Any) -> Head:
-    """The trained logits layer, for the host (edge.classifier.Head)."""
+def _head_of(model: Any, activations: str = "int16") -> Head:
+    """The trained logits layer for the host (edge.classifier.Head); for dynamic-range models
+    ("float32" activations) the bottleneck too, with the int8 per-column weights the edge reads."""
     w, b = model.get_layer("logits").get_weights()
-    return Head(w=np.asarray(w, np.float32), b=np.asarray(b, np.float32))
+    head = Head(w=np.asarray(w, np.float32), b=np.asarray(b, np.float32))
+    if activations != "float32":
+        return head
+    bw, bb = model.get_layer("bottleneck").get_weights()
+    q, scale = quantize_columns(bw)
+    return Head(
+        head.w, head.b, bottleneck_w=q.astype(np.float32) * scale[None, :], bottleneck_b=np.asarray(bb, np.float32)
+    )
 
 
 def _tflite_top1(tflite: bytes, X: NDArray[np.float32], head: Head) -> NDArray[np.int64]:
@@ -86,7 +94,7 @@ def choose_calibration(
     if act == "float32":
         # Dynamic range: nothing to calibrate (activation ranges are taken per input at run time).
         tflite = convert_int8(model, train.X[:1], activations=act)
-        agreement = float((_tflite_top1(tflite, tune, _head_of(model)) == ref).mean())
+        agreement = float((_tflite_top1(tflite, tune, _head_of(model, act)) == ref).mean())
         return tflite, {
             "method": "dynamic range (no representative set)",
             "tuning_agreement": agreement,
@@ -111,14 +119,16 @@ def choose_calibration(
     return best[1], info
 
 
-#: Activations of the exported model: "int16" ("16x8": int8 weights, int16 activations).
-#: "float32" (dynamic range: int8 weights, float activations quantised per tensor on the fly)
-#: runs 0.07 ms per spectrum against 4.4 ms for 16x8 here (LiteRT has no optimised int16
-#: convolutions), but agreed with the float model on only 98.6 % of 214 held-out specimens
-#: (3 flips, below the 99 % gate) for the 2026-12-02 evening model: its on-the-fly int8
-#: quantisation of the 2,720-wide flatten vector feeding the bottleneck moves near-ties.
-#: "int8" (full integer) agrees on 0.971-0.975 (bench/results/fmcnn_parity.md).
-ACTIVATIONS = "int16"
+#: Activations of the exported model. "float32" (dynamic range: int8 weights, activations
+#: float, quantised per tensor on the fly inside each convolution) with model.tflite ending at
+#: the flattened features and the bottleneck run on the host (head.npz, int8 weights per
+#: column, float32 arithmetic): the convolutions take ~0.1 ms per spectrum against 4.4 ms for
+#: 16x8 (LiteRT has no optimised int16 kernels). With the bottleneck inside model.tflite the
+#: on-the-fly quantisation of its 2,720-wide input flipped 3 of 214 held-out decisions
+#: (parity 0.986, below the gate); with it on the host, none of 214 for the 2026-12-03 model.
+#: "int16" ("16x8", the 2026-12-03 morning bundle: parity 0.991) and "int8" (full integer,
+#: 0.971-0.975, bench/results/fmcnn_parity.md) keep the bottleneck inside.
+ACTIVATIONS = "float32"
 
 
 def convert_int8(
@@ -149,6 +159,8 @@ def convert_int8(
     # plus shifted and augmented copies: 0.996 vs 0.994 agreement for an earlier variant, equal
     # (1.000 held-out) for the shipped one, and a 160 KB smaller file either way; the rounding
     # left is the convolutions' (bench/results/fmcnn_parity.md).
+    if activations == "float32" and output_layer == "bottleneck":
+        output_layer = "flatten"  # the bottleneck runs on the host (ACTIVATIONS says why)
     body = keras.Model(inference.input, inference.get_layer(output_layer).output, name="fmcnn_body")
     converter = tf.lite.TFLiteConverter.from_keras_model(body)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -267,7 +279,8 @@ def export_bundle(
         )
         save_deconv_weights(extract_weights(model), tmp / "deconv.npz")
         head = _head_of(model)
-        save_head(head.w, head.b, tmp / "head.npz")
+        bottleneck = tuple(model.get_layer("bottleneck").get_weights()) if activations == "float32" else None
+        save_head(head.w, head.b, tmp / "head.npz", bottleneck=bottleneck)  # type: ignore[arg-type]
         # Provisional manifest so the edge loader can run the int8 model for parity.
         manifest: dict[str, Any] = {
             "format": BUNDLE_FORMAT,
@@ -356,7 +369,18 @@ def export_bundle(
                     "shape": list(head.w.shape),
                     "dtype": "float32",
                     "meaning": "the logits layer, run on the host: logits = e @ w + b (e: the raw embedding)",
-                },
+                }
+                | (
+                    {
+                        "bottleneck": {
+                            "shape": list(model.get_layer("bottleneck").get_weights()[0].shape),
+                            "dtype": "int8 per column (bottleneck_q * bottleneck_scale) + float32 bottleneck_b",
+                            "meaning": "model.tflite ends at the flattened features f; e = f @ W + b on the host",
+                        }
+                    }
+                    if activations == "float32"
+                    else {}
+                ),
                 "outputs": {
                     "logits": {"width": len(labels), "on": "host"},
                     "embedding": {
@@ -364,7 +388,10 @@ def export_bundle(
                         "dtype": q_emb["dtype"],
                         "scale": q_emb["scale"],
                         "zero_point": q_emb["zero_point"],
-                        "meaning": "penultimate (bottleneck) vector, the only output; the edge L2-normalises it",
+                        "meaning": "penultimate (bottleneck) vector, computed on the host from the features "
+                        "(head.bottleneck); the edge L2-normalises it"
+                        if activations == "float32"
+                        else "penultimate (bottleneck) vector, the only output; the edge L2-normalises it",
                     },
                 },
                 "temperature": temperature_info,
@@ -386,7 +413,7 @@ def export_bundle(
         (tmp / "parity.json").write_text(json.dumps(parity, indent=1) + "\n")
         if model_card is not None:
             (tmp / "MODEL_CARD.md").write_text(model_card)
-        manifest.update(write_hybrid(tmp, model, train, cal))  # issue 12: library + fusion
+        manifest.update(write_hybrid(tmp, model, train, cal, temperature))  # issue 12: library + fusion
         if len(Xh) and "fusion" in manifest:
             manifest["fusion"]["heldout"] = _fused_reliability(tmp, manifest, heldout)
         manifest["files"] = {f.name: sha256_file(f) for f in sorted(tmp.iterdir()) if f.name != "manifest.json"}

@@ -258,7 +258,7 @@ def emb_per_class(lib: ReferenceLibrary, E: NDArray[np.float32], n_classes: int)
     return out
 
 
-def write_hybrid(bundle_dir: Any, model: Any, train: Any, heldout: Any) -> dict[str, Any]:
+def write_hybrid(bundle_dir: Any, model: Any, train: Any, heldout: Any, cnn_temperature: float) -> dict[str, Any]:
     """`trainer export` step: the library of the training rows and the fusion fitted on the
     held-out rows, written into the bundle directory. Returns the manifest sections.
 
@@ -276,7 +276,7 @@ def write_hybrid(bundle_dir: Any, model: Any, train: Any, heldout: Any) -> dict[
     clf = Classifier(load_bundle(bundle_dir))
     _lt, emb_train = edge_outputs(clf, train.X)
     lib = library_from_dataset(train, embedding=emb_train)
-    params, info = fit_hybrid(clf, lib, heldout)
+    params, info = fit_hybrid(clf, lib, heldout, cnn_temperature)
     hashes = save_library(lib, bundle_dir)
     size = {k: (Path(bundle_dir) / k).stat().st_size for k in hashes}
     return {
@@ -293,14 +293,17 @@ def write_hybrid(bundle_dir: Any, model: Any, train: Any, heldout: Any) -> dict[
     }
 
 
-def fit_hybrid(clf: Any, lib: ReferenceLibrary, heldout: Any) -> tuple[FusionParams, dict[str, Any]]:
+def fit_hybrid(
+    clf: Any, lib: ReferenceLibrary, heldout: Any, cnn_temperature: float
+) -> tuple[FusionParams, dict[str, Any]]:
     """The fusion fitted on `heldout` (a Dataset of specimens the library and the CNN's
-    training never saw) through the edge's own int8 model `clf` and library search `lib`: the
-    CNN temperature first (top-label Brier, on the int8 logits), then `fit_fusion`."""
+    training never saw) through the edge's own int8 model `clf` and library search `lib`, with
+    the CNN log-probabilities at the bundle's own temperature (the manifest's `temperature`,
+    which the edge applies before fusing)."""
     n = len(clf.bundle.labels)
     corr, X_cnn = library_scores(lib, heldout.X, n, ALIGN_MIN_LAG_PTS)
     logits_h, emb_h = edge_outputs(clf, X_cnn)
-    t_cnn = fit_temperature(logits_h, heldout.y, criterion="top_label_brier") if heldout.y.size else 1.0
+    t_cnn = float(cnn_temperature)
     log_p = np.log(np.maximum(softmax(logits_h, t_cnn), 1e-12))
     emb = emb_per_class(lib, emb_h, n) if (emb_h is not None and lib.has_embedding) else None
     params, info = fit_fusion(log_p, corr, heldout.y, emb, align_min_lag_pts=ALIGN_MIN_LAG_PTS)

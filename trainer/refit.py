@@ -65,7 +65,9 @@ def refit_fusion(bundle_dir: str | Path, data: Path) -> dict[str, Any]:
     ds, is_val, is_cal = bundle_split(bundle.manifest, data)
     if tuple(ds.labels) != tuple(bundle.labels):
         raise ExportError(f"{data} gives other classes than the bundle's labels.json")
-    params, info = fit_hybrid(Classifier(bundle), lib, ds.subset(np.flatnonzero(is_cal)))
+    clf = Classifier(bundle)
+    t_cnn = clf.temperature if clf.temperature is not None else 1.0
+    params, info = fit_hybrid(clf, lib, ds.subset(np.flatnonzero(is_cal)), t_cnn)
     manifest = json.loads((bundle_dir / "manifest.json").read_text())
     manifest["fusion"] = params.to_dict() | {
         "fitted_on": f"{int(is_cal.sum())} calibration spectra, library of {len(lib)} training spectra",
