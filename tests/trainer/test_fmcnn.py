@@ -39,14 +39,25 @@ def test_calibration_search_records_its_candidates(tiny_model: tuple[Any, Any]) 
 
 def test_dynamic_range_export_needs_no_calibration_and_runs_float_activations(tiny_model: tuple[Any, Any]) -> None:
     from edge.classifier import TFLiteNet
+    from edge.errors import BundleError
     from trainer.export import _head_of, choose_calibration
 
     model, ds = tiny_model
     tflite, info = choose_calibration(model, ds, activations="float32")
     assert info["candidates"] == [] and info["tuning_agreement"] >= 0.99
-    net = TFLiteNet(model_content=tflite, n_logits=len(ds.labels), head=_head_of(model))
+    head = _head_of(model, "float32")
+    assert head.bottleneck_w is not None and head.input_width == model.get_layer("flatten").output.shape[-1]
+    net = TFLiteNet(model_content=tflite, n_logits=len(ds.labels), head=head)
     assert net.input_quantization["dtype"] == "float32"
-    assert net.output_quantization["embedding"]["dtype"] == "float32"
+    emb_q = net.output_quantization["embedding"]
+    assert emb_q["dtype"] == "float32" and emb_q["width"] == model.get_layer("bottleneck").units
+    # The model ends at the features; bottleneck and logits on the host give the float answers.
+    ref = np.asarray(model.predict(ds.X[:40, :, None], verbose=0)).argmax(1)
+    got = np.array([int(np.argmax(net.run(x)[0])) for x in ds.X[:40]])
+    assert (got == ref).mean() >= 0.95
+    # A 16x8-style head (no bottleneck) does not fit this model: refused with the widths.
+    with pytest.raises(BundleError, match="needs one embedding output of width"):
+        TFLiteNet(model_content=tflite, n_logits=len(ds.labels), head=_head_of(model))
 
 
 def test_channel_equalisation_is_exact_in_float(tiny_model: tuple[Any, Any]) -> None:
