@@ -143,10 +143,12 @@ def test_export_bundle_parity_and_edge_load(tiny_model: tuple[Any, Any], tmp_pat
         model, ds, ds, out, name="tiny", training_info={"n": len(ds.y)}, calibration_candidates=ONE
     )
     assert manifest["parity"]["top1_agreement"] >= 0.99
-    # default export: 16x8 (int16 input and embedding), logits computed on the host in float32
-    assert manifest["quantization"] == {"weights": "int8", "activations": "int16"}
-    assert manifest["input"]["dtype"] == "int16" and manifest["outputs"]["embedding"]["dtype"] == "int16"
+    # default export: dynamic range (float32 input), model.tflite ends at the features;
+    # bottleneck (int8 weights) and logits computed on the host in float32
+    assert manifest["quantization"] == {"weights": "int8", "activations": "float32"}
+    assert manifest["input"]["dtype"] == "float32" and manifest["outputs"]["embedding"]["dtype"] == "float32"
     assert manifest["output"]["dtype"] == "float32" and manifest["head"]["shape"] == [96, len(ds.labels)]
+    assert manifest["head"]["bottleneck"]["shape"] == [model.get_layer("flatten").output.shape[-1], 96]
     b = load_bundle(out)
     assert b.labels == ds.labels and b.sha256 == manifest["files"]["model.tflite"]
     clf = Classifier(b)
@@ -260,10 +262,11 @@ def test_exported_bundle_has_logits_embedding_and_host_softmax(tiny_model: tuple
     assert pred.embedding is not None and abs(np.linalg.norm(pred.embedding) - 1) < 0.05
     assert pred.class_index == int(np.argmax(pred.logits))
     # The host head is exactly the trained logits layer applied to the int model's embedding.
-    raw = clf.net._interp  # the one output is the raw (unnormalised) embedding
+    raw = clf.net._interp  # the one output is the flattened features; the bottleneck runs on the host
     w, bias = model.get_layer("logits").get_weights()
     e = clf.net.run(ds.X[1])[1]
-    assert e is not None and raw.get_output_details()[0]["shape"][-1] == w.shape[0]
+    assert e is not None and e.shape == (w.shape[0],)
+    assert raw.get_output_details()[0]["shape"][-1] == model.get_layer("flatten").output.shape[-1]
     keras_logits = model.predict(ds.X[1:2, :, None], verbose=0)[0]
     assert np.corrcoef(pred.logits, keras_logits)[0, 1] > 0.99
     # A tampered head is refused by the manifest check, a foreign one by its shape.
