@@ -5,8 +5,12 @@ held-out (early stopping) and calibration sets before training (docs/bundle.md, 
 and calibration specimens"); only the training rows are in the bundle's reference library.
 The split is deterministic (trainer.fmcnn.holdout_rows, seeded by the training config), so a
 bench can rebuild it from the RRUFF copy and the manifest's `training` section instead of
-needing the trainer's data.npz. `bundle_split` refuses to return a split whose counts differ
-from the manifest's, or whose training specimens are not the library's.
+needing the trainer's data.npz. The rebuilding is trainer.refit.bundle_split's (also behind
+`trainer refit-fusion` and bench/shift_heldout.py); this module adds what a bench needs on top:
+the source RamanSpectrum of every row, the download's RAW files, each specimen's role, and
+more checks. `bundle_split` refuses to return a split whose counts differ from the
+manifest's, whose classes are not the bundle's, or whose training specimens are not the
+library's.
 
     from bench.bundle_split import bundle_split
     split = bundle_split(load_bundle(path))   # split.ds, .sources, .is_train/.is_heldout/.is_cal
@@ -55,49 +59,43 @@ class SplitMismatch(RuntimeError):
     """The rebuilt split is not the bundle's (other data, other code, other config)."""
 
 
-def train_config(training: dict[str, Any]) -> Any:
-    """trainer.fmcnn.TrainConfig from a manifest's `training.config` (arch as ArchConfig)."""
-    from trainer.fmcnn import ArchConfig, TrainConfig
-
-    cfg = dict(training["config"])
-    cfg["arch"] = ArchConfig(**cfg["arch"])
-    return TrainConfig(**cfg)
-
-
 def bundle_split(bundle: Any, data: Path | None = None, spectra: list[Any] | None = None) -> BundleSplit:
     """Rebuild `bundle`'s (train, held-out, calibration) split; raises SplitMismatch.
 
-    `data`: RRUFF folder or zip (default: the trainer's default copy, which is where the
-    shipped bundle was trained from: manifest `training.data`). `spectra`: already loaded
-    RRUFF spectra (skips the ~15 s read)."""
-    from trainer.dataset import from_spectra
-    from trainer.fmcnn import holdout_rows
-    from trainer.rruff import DEFAULT_RRUFF_PATH, load_rruff, select
+    The split is trainer.refit.bundle_split's (the one `trainer refit-fusion` and
+    bench/shift_heldout.py use), preprocessed with the bundle's own spec; on top of its count
+    check this one checks the classes, the training count and that the training rows are the
+    library's specimens. `data`: RRUFF folder or zip (default: the trainer's default copy,
+    which is where the shipped bundle was trained from: manifest `training.data`). `spectra`:
+    the RRUFF spectra already read from `data` (skips the ~15 s read)."""
+    from trainer.errors import ExportError
+    from trainer.refit import bundle_split as rebuild
+    from trainer.rruff import DEFAULT_RRUFF_PATH, load_rruff
 
-    training = bundle.manifest["training"]
+    data = Path(data or DEFAULT_RRUFF_PATH)
     if spectra is None:
-        spectra, _report = load_rruff(data or DEFAULT_RRUFF_PATH)
-    chosen, counts = select(spectra, training["selection"])
-    if training.get("minerals"):
-        wanted = {m.strip() for m in str(training["minerals"]).split(",") if m.strip()}
-        chosen = [s for s in chosen if s.mineral in wanted]
-    ds = from_spectra(chosen, bundle.spec, counts=counts)
-    if ds.labels != bundle.labels:
+        spectra, _report = load_rruff(data)
+    try:
+        ds, is_val, is_cal = rebuild(bundle.manifest, data, spectra=spectra, spec=bundle.spec)
+    except ExportError as err:
+        raise SplitMismatch(str(err)) from err
+    if tuple(ds.labels) != tuple(bundle.labels):
         raise SplitMismatch(f"selection gives {len(ds.labels)} classes, the bundle has {len(bundle.labels)}")
-    is_val, is_cal = holdout_rows(ds.y, ds.groups, train_config(training), float(training["calib_fraction"]))
-    got = {
-        "n_spectra": int(ds.y.size),
-        "n_train": int((~is_val & ~is_cal).sum()),
-        "n_heldout": int(is_val.sum()),
-        "n_calibration": int(is_cal.sum()),
-    }
-    want = {k: training.get(k) for k in got}
-    if got != want:
-        raise SplitMismatch(f"rebuilt split {got} differs from the manifest's {want}")
+    is_train = ~is_val & ~is_cal
+    if int(is_train.sum()) != bundle.manifest["training"].get("n_train"):
+        raise SplitMismatch(
+            f"rebuilt split has {int(is_train.sum())} training rows, the manifest "
+            f"{bundle.manifest['training'].get('n_train')}"
+        )
     lib_ids = _library_ids(bundle)
-    if lib_ids is not None and Counter(ds.groups[~is_val & ~is_cal].tolist()) != lib_ids:
+    if lib_ids is not None and Counter(ds.groups[is_train].tolist()) != lib_ids:
         raise SplitMismatch("the rebuilt training rows are not the specimens of the bundle's library")
-    by_file = {s.file: s for s in chosen}
+    # The source of each row by file name (RamanSpectrum.file is the base name; selections keep
+    # only Processed spectra), refused if two Processed files share a base name.
+    processed = [s for s in spectra if s.data_type == "Processed"]
+    by_file = {s.file: s for s in processed}
+    if len(by_file) != len(processed):
+        raise SplitMismatch("two Processed files share a base name: rows cannot be matched to their spectra")
     raw = tuple(s for s in spectra if s.data_type == "RAW")
     return BundleSplit(ds, tuple(by_file[f] for f in ds.files), is_val, is_cal, raw)
 

@@ -21,27 +21,41 @@ import numpy as np
 from edge.bundle import load_bundle
 from edge.classifier import Classifier
 from edge.pipeline import Analyzer, bundle_library
+from edge.preprocess import PreprocessSpec
 from trainer.dataset import Dataset, from_spectra
 from trainer.errors import ExportError
 from trainer.fmcnn import TrainConfig, holdout_rows
 from trainer.hybrid import fit_hybrid
-from trainer.rruff import load_rruff, select
+from trainer.rruff import RamanSpectrum, load_rruff, select
 from trainer.temperature import reliability
 
 
-def bundle_split(manifest: dict[str, Any], data: Path) -> tuple[Dataset, np.ndarray, np.ndarray]:
+def bundle_split(
+    manifest: dict[str, Any],
+    data: Path,
+    *,
+    spectra: list[RamanSpectrum] | None = None,
+    spec: PreprocessSpec | None = None,
+) -> tuple[Dataset, np.ndarray, np.ndarray]:
     """(dataset, held-out mask, calibration mask) exactly as `trainer train` split it for this
-    bundle; raises ExportError when the data do not reproduce the manifest's counts."""
+    bundle; raises ExportError when the data do not reproduce the manifest's counts.
+
+    `spectra`: the spectra already read from `data` (a caller that needs them too, e.g. for
+    their RAW files, saves the second ~15 s read; `data` then only names them in errors).
+    `spec`: preprocess the rows with it (e.g. the bundle's own `edge.bundle.Bundle.spec`)
+    instead of the default PreprocessSpec(); the split itself does not depend on it, as long
+    as it keeps the same spectra."""
     info = manifest.get("training") or {}
     cfg_d = info.get("config") or {}
     if "calib_fraction" not in info or not cfg_d:
         raise ExportError("the bundle's manifest has no training split (export older than calibration specimens)")
-    spectra, _report = load_rruff(data)
+    if spectra is None:
+        spectra, _report = load_rruff(data)
     chosen, counts = select(spectra, info.get("selection", "paper"))
     if info.get("minerals"):
         wanted = {m.strip() for m in str(info["minerals"]).split(",") if m.strip()}
         chosen = [s for s in chosen if s.mineral in wanted]
-    ds = from_spectra(chosen, counts=counts)
+    ds = from_spectra(chosen, spec, counts=counts)
     cfg = TrainConfig(
         seed=int(cfg_d.get("seed", 0)),
         val_split=str(cfg_d.get("val_split", "specimen")),

@@ -14,16 +14,13 @@ from conftest import TINY_MINERALS
 ONE = ((200, 0, False),)
 
 
-@pytest.fixture(scope="module")
-def split_bundle(tiny_model: tuple[Any, Any], rruff_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def _split(spectra: list[Any]) -> tuple[Any, np.ndarray, np.ndarray, dict[str, Any]]:
+    """The dataset as `trainer train --minerals ...` builds it (selection first, then the
+    minerals), its (held-out, calibration) masks and the manifest `training` section."""
     from trainer.dataset import from_spectra
-    from trainer.export import export_bundle
     from trainer.fmcnn import TrainConfig, holdout_rows
-    from trainer.rruff import load_rruff, select
+    from trainer.rruff import select
 
-    model, _ = tiny_model
-    # The dataset as `trainer train --minerals ...` builds it: selection first, then the minerals.
-    spectra, _ = load_rruff(rruff_path)
     chosen, counts = select(spectra, "paper")
     ds = from_spectra([s for s in chosen if s.mineral in TINY_MINERALS], counts=counts)
     cfg = TrainConfig(seed=0, val_split="specimen")
@@ -37,6 +34,17 @@ def split_bundle(tiny_model: tuple[Any, Any], rruff_path: Path, tmp_path_factory
         "n_heldout": int(is_val.sum()),
         "n_calibration": int(is_cal.sum()),
     }
+    return ds, is_val, is_cal, info
+
+
+@pytest.fixture(scope="module")
+def split_bundle(tiny_model: tuple[Any, Any], rruff_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from trainer.export import export_bundle
+    from trainer.rruff import load_rruff
+
+    model, _ = tiny_model
+    spectra, _ = load_rruff(rruff_path)
+    ds, is_val, is_cal, info = _split(spectra)
     out = tmp_path_factory.mktemp("refit") / "b"
     export_bundle(
         model,
@@ -82,3 +90,28 @@ def test_refit_refuses_data_that_do_not_reproduce_the_split(split_bundle: Path, 
     with pytest.raises(ExportError, match="does not reproduce this bundle's split"):
         refit_fusion(split_bundle, rruff_path)
     assert path.read_text() == text
+
+
+def test_bundle_split_takes_loaded_spectra_and_a_spec(tiny_spectra: list[Any], tmp_path: Path) -> None:
+    """Already-read spectra are split as they are (`data` is not read again: here it does not
+    exist), and `spec` changes the rows' preprocessing, not the split."""
+    from dataclasses import replace
+
+    from edge.preprocess import PreprocessSpec
+    from trainer.errors import ExportError
+    from trainer.refit import bundle_split
+
+    ds0, val0, cal0, info = _split(tiny_spectra)
+    manifest = {"training": info}
+    missing = tmp_path / "no-rruff-here"
+    ds, is_val, is_cal = bundle_split(manifest, missing, spectra=tiny_spectra)
+    assert ds.files == ds0.files and (is_val == val0).all() and (is_cal == cal0).all()
+    assert is_val.any() and is_cal.any() and ds.spec == PreprocessSpec()
+    coarse = replace(PreprocessSpec(), grid_step_cm1=2.0, grid_n=680)  # the same 150-1509 cm-1 range
+    ds2, val2, cal2 = bundle_split(manifest, missing, spectra=tiny_spectra, spec=coarse)
+    assert ds2.spec == coarse and ds2.X.shape == (ds.y.size, 680)
+    assert ds2.files == ds.files and (val2 == is_val).all() and (cal2 == is_cal).all()
+    # One chosen spectrum fewer is another split: refused, naming the data it was read from.
+    fewer = [s for s in tiny_spectra if s.file != ds.files[0]]
+    with pytest.raises(ExportError, match="no-rruff-here does not reproduce"):
+        bundle_split(manifest, missing, spectra=fewer)
