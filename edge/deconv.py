@@ -22,6 +22,7 @@ instead; the two must agree (tests: correlation >= 0.999).
 
 from __future__ import annotations
 
+import functools
 import weakref
 from dataclasses import dataclass
 
@@ -178,6 +179,7 @@ class DeconvPlan:
     b_squeeze: F32  # (S,)
     w_squeeze_t: F32  # (S, C0), the plain squeeze kernel transposed (no BatchNorm) for step 4
     w_fire: F32  # (3, S, 2E): expand taps, e1 on the centre tap
+    w_fire_t: F32  # (3, 2E, S): each tap transposed (contiguous), for step 4
     b_fire: F32  # (2E,)
     pool: int
     alpha: float
@@ -203,6 +205,7 @@ def make_plan(w: DeconvWeights) -> DeconvPlan:
         b_squeeze=(shift @ sq + w.squeeze_bias).astype(np.float32),
         w_squeeze_t=np.ascontiguousarray(sq.T, dtype=np.float32),
         w_fire=fire,
+        w_fire_t=np.ascontiguousarray(fire.transpose(0, 2, 1)),
         b_fire=np.concatenate([w.e1_bias, w.e3_bias]).astype(np.float32),
         pool=int(w.pool),
         alpha=float(w.alpha),
@@ -235,11 +238,17 @@ def _lrelu_(x: F32, alpha: float) -> F32:
     return x
 
 
-def _taps(xp: F32, kernel: F32, n: int) -> F32:
-    """sum_i xp[i:i+n] @ kernel[i], accumulated in one output array."""
-    out = xp[0:n] @ kernel[0]
-    for i in range(1, kernel.shape[0]):
-        out += xp[i : i + n] @ kernel[i]
+def _conv3_same(s: F32, taps: F32) -> F32:
+    """sum_i pad(s, 1)[i:i+L] @ taps[i] for 3 taps, without building the padded copy.
+
+    Row by row the same sums in the same order as the padded form (tap 0, 1, 2; the
+    missing edge terms are exact zeros there)."""
+    n = s.shape[0]
+    out = np.empty((n, taps.shape[2]), np.float32)
+    out[0] = 0.0
+    np.matmul(s[:-1], taps[0], out=out[1:])
+    out += s @ taps[1]
+    out[:-1] += s[1:] @ taps[2]
     return out
 
 
@@ -262,35 +271,54 @@ def attribution(x: F32, w: DeconvWeights, class_index: int) -> F32:
     s = h @ p.w_squeeze  # BatchNorm folded in
     s += p.b_squeeze
     _lrelu_(s, a)
-    f = _taps(np.pad(s, ((1, 1), (0, 0))), p.w_fire, n)  # [e1 | e3] before their LeakyReLU
+    f = _conv3_same(s, p.w_fire)  # [e1 | e3] before their LeakyReLU
     f += p.b_fire
     _lrelu_(f, a)
-    n_win = n // p.pool
-    windows = f[: n_win * p.pool].reshape(n_win, p.pool, f.shape[1])
+    n_win, c = n // p.pool, f.shape[1]
+    windows = f[: n_win * p.pool].reshape(n_win, p.pool, c)
     switches = windows.argmax(axis=1)
     pooled = np.take_along_axis(windows, switches[:, None, :], axis=1)[:, 0, :]
     # Step 2: evidence for the class (one matrix-vector product: the effective dense column).
     v = (w.w_bottleneck @ w.w_logits[:, class_index]).reshape(pooled.shape)
     r = np.maximum(pooled * v, 0, dtype=np.float32)
-    # Step 3: unpool to the switch positions (r >= 0, so the LeakyReLU of step 4 keeps it).
+    # Step 3: unpool to the switch positions (r >= 0, so the LeakyReLU of step 4 keeps it),
+    # as flat indices into the (L, C) map: window start row * C + switch * C + channel.
     r_fire = np.zeros_like(f)
-    rows = np.arange(n_win)[:, None] * p.pool + switches
-    r_fire[rows, np.arange(f.shape[1])[None, :]] = r
-    # Step 4: transposed fused expand convolution (taps reversed), LeakyReLU, transposed squeeze.
-    rp = np.pad(r_fire, ((1, 1), (0, 0)))
-    r_s = rp[2 : 2 + n] @ p.w_fire[0].T
-    r_s += rp[1 : 1 + n] @ p.w_fire[1].T
-    r_s += rp[0:n] @ p.w_fire[2].T
+    flat = switches * c
+    flat += _window_base(n_win, p.pool, c)
+    r_fire.reshape(-1)[flat.reshape(-1)] = r.reshape(-1)
+    # Step 4: transposed fused expand convolution (taps reversed), LeakyReLU, transposed
+    # squeeze; the padded form rp = pad(r_fire, 1) read as row shifts of r_fire.
+    r_s = np.empty((n, p.w_fire.shape[1]), np.float32)
+    np.matmul(r_fire[1:], p.w_fire_t[0], out=r_s[:-1])
+    r_s[-1] = 0.0
+    r_s += r_fire @ p.w_fire_t[1]
+    r_s[1:] += r_fire[:-1] @ p.w_fire_t[2]
     _lrelu_(r_s, a)
     r_h = r_s @ p.w_squeeze_t
     # Step 5: BatchNorm's linear part; step 6: LeakyReLU, transposed first convolution.
     r_h *= p.bn_scale
     _lrelu_(r_h, a)
-    g = np.pad(r_h @ p.k0.T, ((right, left), (0, 0)))  # (L + k - 1, k): each tap's projection
-    out = g[k - 1 : k - 1 + n, 0].copy()
+    g = r_h @ p.k0.T  # (L, k): each tap's projection; tap i lands `left - i` rows later
+    out = g[:, 0].copy() if left == 0 else np.zeros(n, np.float32)
+    if left:
+        out[: n - left] = g[left:, 0]
     for i in range(1, k):
-        out += g[k - 1 - i : k - 1 - i + n, i]
+        d = left - i
+        if d >= 0:
+            out[: n - d] += g[d:, i]
+        else:
+            out[-d:] += g[: n + d, i]
     return out
+
+
+@functools.lru_cache(maxsize=8)
+def _window_base(n_win: int, pool: int, c: int) -> NDArray[np.intp]:
+    """Flat index of (window start row, channel) in an (L, C) map: the unpooling offsets that
+    do not depend on the spectrum (read-only, shared)."""
+    base = np.arange(n_win, dtype=np.intp)[:, None] * (pool * c) + np.arange(c, dtype=np.intp)[None, :]
+    base.setflags(write=False)
+    return base
 
 
 def find_peaks(x: F32, height: float, distance: int) -> tuple[NDArray[np.intp], NDArray[np.float32]]:
