@@ -306,7 +306,7 @@ def fmt_pct(x: float | None) -> str:
 def markdown(data: dict[str, Any]) -> str:
     p = data["parameters"]
     lines = [
-        "# Robustness: FMCNN int8 vs correlation search-match on emulated instrument spectra",
+        "# Robustness: the edge's answer vs correlation search-match on emulated instrument spectra",
         "",
         f"Bundle `{p['bundle']}` ({p['n_classes']} classes, model sha256 {p['bundle_sha256'][:12]}); "
         f"{p['n_sources']} source spectra per point (RRUFF paper selection of the bundle's classes); "
@@ -320,6 +320,11 @@ def markdown(data: dict[str, Any]) -> str:
         "acc|ok = over accepted trials; rej = rejected by the quality gate (same for both methods). "
         "corr excludes the source spectrum from the library; corr-spec excludes its whole specimen; "
         "corr-self keeps it (self-match upper bound). Percent; [95% Wilson CI] for the CNN.",
+        "",
+        "The CNN columns are the edge's answer (`Analyzer.analyze_counts`). For a bundle with a reference "
+        "library (every bundle since 2026-12-02) that answer is the hybrid, and the bundle's library holds "
+        "most source spectra themselves (its training rows): like corr-self, an upper bound for unseen "
+        "specimens. bench/shift_heldout.py and bench/raw_spectra.py measure on held-out specimens instead.",
         "",
     ]
     header = [
