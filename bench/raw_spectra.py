@@ -297,7 +297,7 @@ def run_set(
         top = sm.top1(G.reshape(-1, G.shape[-1])).reshape(G.shape[0], G.shape[1])
         tidx = np.array([sm.lib.minerals.index(t) for t in truth])
         grid_hits = top == tidx[:, None]
-        cond = {k: np.array(v, bool) for k, v in h.items() if v}
+        cond: dict[str, Any] = {k: np.array(v, bool) for k, v in h.items() if v}
         if chosen is not None:
             cond["corr_als"] = grid_hits[:, grid.index(chosen)]
         cond["als_grid"] = grid_hits
@@ -508,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     sm = SearchMatch(an)
     log(f"reading RRUFF from {args.data}")
     spectra, report = load_rruff(args.data)
-    split = bundle_split(bundle, spectra=spectra)
+    split = bundle_split(bundle, args.data, spectra=spectra)
     log(
         f"{report.summary()}; bundle split rebuilt and matches the manifest: {int(split.is_train.sum())} train / "
         f"{int(split.is_heldout.sum())} held-out / {int(split.is_cal.sum())} calibration; {len(split.raw)} RAW files"
@@ -544,6 +544,8 @@ def main(argv: list[str] | None = None) -> int:
         "seed": args.seed,
         "bundle": {
             "dir": str(args.bundle),
+            "name": bundle.manifest.get("name"),
+            "created": bundle.manifest.get("created"),
             "model_sha256": bundle.sha256,
             # manifest.json is not among the hashed files and its fusion can be re-fitted
             # (trainer refit-fusion): its own hash says which fusion these numbers are for.
@@ -582,7 +584,9 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "# RAW spectra: hybrid vs correlation search-match with ALS (bench/raw_spectra.py)",
         "",
-        f"Bundle {bundle.name} ({len(bundle.labels)} classes, library of {len(sm.lib)} training spectra). "
+        f"Bundle {os.path.relpath(args.bundle, Path(__file__).resolve().parent.parent)}: manifest name "
+        f"{res['bundle']['name']}, created {res['bundle']['created']} "
+        f"({len(bundle.labels)} classes, library of {len(sm.lib)} training spectra). "
         f"Split rebuilt from the manifest (bench/bundle_split.py) and checked against it: "
         f"{res['split']['n_train']} train / {res['split']['n_heldout']} held-out "
         f"({res['split']['n_heldout_specimens']} specimens) / {res['split']['n_calibration']} calibration "
@@ -590,8 +594,9 @@ def main(argv: list[str] | None = None) -> int:
         f"lam {chosen[0]:g}, p {chosen[1]:g} ({res['als']['chosen_on']}), zero-lag Pearson against the same "
         "library, best reference per class. Hybrid fusion as in the bundle's manifest.json (SHA-256 "
         f"{res['bundle']['manifest_sha256'][:12]}): w_cnn {an.fusion.w_cnn:g}, w_emb {an.fusion.w_emb:g}, "
-        f"w_corr {an.fusion.w_corr:g}, T {an.fusion.temperature:.2f}."
-        + (" **--quick: not a result.**" if args.quick else ""),
+        f"w_corr {an.fusion.w_corr:g}, T {an.fusion.temperature:.2f}, align_min_lag_pts {an.fusion.align_min_lag_pts} "
+        "(the CNN and embedding see the spectrum moved onto its best library match when that match's lag is at "
+        "least this many points; 0 = off)." + (" **--quick: not a result.**" if args.quick else ""),
         "",
         "## 1. Real RAW files (RRUFF `Raman_Data_RAW`, all 9)",
         "",
