@@ -195,25 +195,60 @@ def _sliding(arr: FloatArray, size: int) -> NDArray[np.float64]:
     return np.lib.stride_tricks.sliding_window_view(padded, size)
 
 
+def _edge_padded(arr: FloatArray, left: int, right: int) -> FloatArray:
+    """arr with its first value repeated `left` times before and its last `right` times after
+    (np.pad mode="edge" without its per-call bookkeeping)."""
+    n = arr.size
+    out = np.empty(n + left + right, arr.dtype)
+    out[left : left + n] = arr
+    out[:left] = arr[0]
+    out[left + n :] = arr[-1]
+    return out
+
+
+def _median5(p: FloatArray, n: int) -> FloatArray:
+    """Median of each 5-window of `p` (length n + 4) by a min/max selection network:
+    median(a, b, c, d, e) = median3(e, max(min(a, b), min(c, d)), min(max(a, b), max(c, d))).
+    Ten element-wise passes and no sort; every output is one of its window's values, so it
+    is exactly the median a partition gives (tests/edge/test_preprocess_parity.py)."""
+    a, b, c, d, e = (p[i : i + n] for i in range(5))
+    lo_ab, hi_ab = np.minimum(a, b), np.maximum(a, b)
+    lo_cd, hi_cd = np.minimum(c, d), np.maximum(c, d)
+    f = np.maximum(lo_ab, lo_cd, out=lo_ab)
+    g = np.minimum(hi_ab, hi_cd, out=hi_ab)
+    lo_ef, hi_ef = np.minimum(e, f), np.maximum(e, f, out=f)
+    np.minimum(hi_ef, g, out=hi_ef)
+    return np.maximum(lo_ef, hi_ef, out=lo_ef)
+
+
 def running_median(arr: FloatArray, size: int) -> FloatArray:
     """Centred running median with edge repetition for odd `size`; the same numbers as
     scipy's median_filter(mode="nearest"), without importing scipy.ndimage (~150 ms and
-    several MB at start-up). A partition per window is ~3x faster than np.median here."""
+    several MB at start-up). Size 5 (the despiker's) by a selection network (~5x faster
+    than partitioning each window); other sizes by a partition per window."""
     if size % 2 != 1:
         raise ValueError(f"running_median needs an odd window, got {size}")
+    if size == 5 and arr.size:
+        return _median5(_edge_padded(arr, 2, 2), arr.size)
     return np.partition(_sliding(arr, size), size // 2, axis=1)[:, size // 2]
 
 
 def running_min(arr: FloatArray, size: int) -> FloatArray:
-    """Centred running minimum with edge repetition (scipy.ndimage.minimum_filter, mode="nearest"),
-    as `size - 1` element-wise minima of shifted slices (faster than reducing a strided view)."""
+    """Centred running minimum with edge repetition (scipy.ndimage.minimum_filter, mode="nearest").
+
+    By doubling: minima over windows of 2, 4, 8 ... pixels, each from two of the previous,
+    then the window of `size` as the minimum of two overlapping power-of-two windows
+    (log2(size) + 1 element-wise passes instead of size - 1; the minimum is exact either way)."""
     half = size // 2
-    padded = np.pad(arr, (half, size - 1 - half), mode="edge")
     n = arr.size
-    out = padded[:n].copy()
-    for k in range(1, size):
-        np.minimum(out, padded[k : k + n], out=out)
-    return out
+    m = _edge_padded(arr, half, size - 1 - half)  # m[i] = min of a window of `width` from i
+    width = 1
+    while 2 * width <= size:
+        m = np.minimum(m[:-width], m[width:])
+        width *= 2
+    if width == size:
+        return m  # length n + size - width = n, this call's own array
+    return np.minimum(m[:n], m[size - width : size - width + n])
 
 
 def despike(y: ArrayLike, threshold: float = 8.0) -> tuple[FloatArray, int]:

@@ -159,3 +159,27 @@ def test_the_edge_pipeline_imports_no_scipy_and_no_pybaselines() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "ok []", out
+
+
+def _windows(y: np.ndarray, size: int) -> np.ndarray:
+    half = size // 2
+    return np.lib.stride_tricks.sliding_window_view(np.pad(y, (half, size - 1 - half), mode="edge"), size)
+
+
+@pytest.mark.parametrize("size", [1, 3, 5, 7, 8, 11, 16])
+def test_running_filters_equal_plain_windows_on_rruff_and_integer_counts(size: int) -> None:
+    """The selection network (median of 5) and the doubling minimum against the plain
+    definition (sort / min of each edge-padded window), bit for bit: real RRUFF spectra, and
+    integer detector counts whose many ties a selection network could get wrong."""
+    from tests.trainer.conftest import require_rruff
+    from trainer.rruff import load_rruff
+
+    spectra, _ = load_rruff(require_rruff(), minerals={"Quartz", "Calcite", "Gypsum"})
+    rng = np.random.default_rng(size)
+    series = [np.asarray(s.intensity, np.float64) for s in spectra[:30]]
+    series += [rng.poisson(rng.uniform(0.5, 50), size=int(rng.integers(16, 1400))).astype(np.float64) for _ in range(30)]
+    for y in series:
+        w = _windows(y, size)
+        if size % 2:
+            np.testing.assert_array_equal(pp.running_median(y, size), np.sort(w, axis=1)[:, size // 2])
+        np.testing.assert_array_equal(pp.running_min(y, size), w.min(axis=1))
