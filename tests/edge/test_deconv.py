@@ -53,7 +53,6 @@ def test_find_peaks_on_tiny_and_flat_input() -> None:
     assert deconv.find_peaks(np.ones(50, np.float32), 0.0, 5)[0].size == 0
 
 
-
 def _attribution_padded(x: np.ndarray, w: deconv.DeconvWeights, c: int) -> np.ndarray:
     """The fast path as it was before the pads were dropped (explicit zero-padded copies for
     the 3-tap convolutions and the last transposed convolution; 2-D fancy-index unpooling)."""
@@ -97,10 +96,9 @@ def test_attribution_and_peaks_unchanged_on_rruff_spectra(weights: deconv.Deconv
     padded form it replaced: the same curve to float32 rounding and the same reported
     peaks; and close to the layer-by-layer definition. (Against the definition a spectrum
     can differ more: BatchNorm folding moves a near-tie inside a pooling window, R050130.)"""
+    from edge.preprocess import preprocess
     from tests.trainer.conftest import require_rruff
     from trainer.rruff import load_rruff
-
-    from edge.preprocess import preprocess
 
     bundle = load_bundle()
     spectra, _ = load_rruff(require_rruff(), minerals={"Quartz", "Calcite", "Gypsum", "Diopside", "Rutile"})

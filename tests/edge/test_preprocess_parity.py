@@ -177,7 +177,8 @@ def test_running_filters_equal_plain_windows_on_rruff_and_integer_counts(size: i
     spectra, _ = load_rruff(require_rruff(), minerals={"Quartz", "Calcite", "Gypsum"})
     rng = np.random.default_rng(size)
     series = [np.asarray(s.intensity, np.float64) for s in spectra[:30]]
-    series += [rng.poisson(rng.uniform(0.5, 50), size=int(rng.integers(16, 1400))).astype(np.float64) for _ in range(30)]
+    for _ in range(30):
+        series.append(rng.poisson(rng.uniform(0.5, 50), size=int(rng.integers(16, 1400))).astype(np.float64))
     for y in series:
         w = _windows(y, size)
         if size % 2:
