@@ -20,7 +20,7 @@ from edge.classifier import Classifier, Head, TFLiteNet, quantize_columns, save_
 from trainer.dataset import Dataset
 from trainer.deconv_ref import extract_weights
 from trainer.errors import ExportError
-from trainer.hybrid import write_hybrid
+from trainer.hybrid import fused_reliability, write_hybrid
 from trainer.temperature import fit_temperature, nll, reliability, reliability_png
 
 PARITY_MIN = 0.99
@@ -194,10 +194,7 @@ def _fused_reliability(tmp: Path, manifest: dict[str, Any], heldout: Dataset) ->
     (tmp / "manifest.json").write_text(
         json.dumps(manifest | {"files": {f.name: sha256_file(f) for f in tmp.iterdir() if f.name != "manifest.json"}})
     )
-    an = Analyzer(load_bundle(tmp))
-    probs = np.stack([an.evidence(x).fused.probabilities for x in heldout.X])  # type: ignore[union-attr]
-    rep = reliability(probs, heldout.y)
-    return {k: rep[k] for k in ("ece", "mean_confidence", "accuracy")} | {"n": int(heldout.y.size)}
+    return fused_reliability(Analyzer(load_bundle(tmp)), heldout)
 
 
 def _versions() -> dict[str, str]:

@@ -29,7 +29,7 @@ from edge.alignment import aligned
 from edge.fusion import FusionParams, fused_logits, softmax
 from edge.library import ReferenceLibrary
 from trainer.library_build import library_from_arrays
-from trainer.temperature import fit_temperature
+from trainer.temperature import fit_temperature, reliability
 
 #: edge.alignment: the CNN sees a spectrum moved onto its best match when |lag| >= 3 points
 #: (3 cm-1). On the shipped bundle's held-out specimens (unshifted / 10 / 20 cm-1 off) it
@@ -311,3 +311,11 @@ def fit_hybrid(
     if emb is not None:
         info["heldout_accuracy_emb"] = float((emb.argmax(axis=1) == heldout.y).mean())
     return params, info
+
+
+def fused_reliability(analyzer: Any, heldout: Any) -> dict[str, Any]:
+    """Accuracy and ECE of the fused top-1 (what a result reports) on `heldout`, through the
+    edge's own identification path (`analyzer`: an edge.pipeline.Analyzer on the bundle)."""
+    probs = np.stack([analyzer.evidence(x).fused.probabilities for x in heldout.X])
+    rep = reliability(probs, heldout.y)
+    return {k: rep[k] for k in ("ece", "mean_confidence", "accuracy")} | {"n": int(heldout.y.size)}

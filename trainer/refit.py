@@ -25,9 +25,8 @@ from edge.preprocess import PreprocessSpec
 from trainer.dataset import Dataset, from_spectra
 from trainer.errors import ExportError
 from trainer.fmcnn import TrainConfig, holdout_rows
-from trainer.hybrid import fit_hybrid
+from trainer.hybrid import fit_hybrid, fused_reliability
 from trainer.rruff import RamanSpectrum, load_rruff, select
-from trainer.temperature import reliability
 
 
 def bundle_split(
@@ -90,10 +89,7 @@ def refit_fusion(bundle_dir: str | Path, data: Path) -> dict[str, Any]:
     _write_manifest(bundle_dir, manifest)
     # Measured with the edge's own identification path on the bundle as now written.
     an = Analyzer(load_bundle(bundle_dir))
-    Xh, yh = ds.X[is_val], ds.y[is_val]
-    probs = np.stack([an.evidence(x).fused.probabilities for x in Xh])  # type: ignore[union-attr]
-    rep = reliability(probs, yh)
-    manifest["fusion"]["heldout"] = {k: rep[k] for k in ("ece", "mean_confidence", "accuracy")} | {"n": int(yh.size)}
+    manifest["fusion"]["heldout"] = fused_reliability(an, ds.subset(np.flatnonzero(is_val)))
     _write_manifest(bundle_dir, manifest)
     return dict(manifest["fusion"])
 
