@@ -101,6 +101,12 @@ def cv(
     cached_only: bool = typer.Option(
         False, "--cached-only", help="Train nothing: summarise the folds already in the cache (a partial run)."
     ),
+    model_dir: Path = typer.Option(
+        None,
+        "--model-dir",
+        help="Keep each fold's trained FMCNN here: the hybrid is built on it instead of training it again, "
+        "and a resumed run reuses it (a few MB per fold; default: keep nothing).",
+    ),
 ) -> None:
     """Repeated stratified K-fold CV, same folds for every model."""
 
@@ -133,7 +139,12 @@ def cv(
                 progress.update(task, advance=1, description=f"{r.model} r{r.repeat} f{r.fold}: {r.accuracy:.3f}")
 
             results = run_cv(
-                ds, cfg, cache=cache or out.with_suffix(".folds.jsonl"), on_fold=on_fold, cached_only=cached_only
+                ds,
+                cfg,
+                cache=cache or out.with_suffix(".folds.jsonl"),
+                on_fold=on_fold,
+                cached_only=cached_only,
+                model_dir=model_dir,
             )
         summary = summarize(results, cfg.models)
         protocol = "grouped by specimen" if group_by else "stratified"

@@ -27,7 +27,7 @@ from numpy.typing import NDArray
 
 from trainer.dataset import Dataset
 from trainer.errors import InputError
-from trainer.models import MODELS
+from trainer.models import MODELS, FoldContext
 from trainer.temperature import reliability
 
 
@@ -171,7 +171,10 @@ def run_cv(
     cache: Path | None = None,
     on_fold: Callable[[FoldResult], None] | None = None,
     cached_only: bool = False,
+    model_dir: Path | None = None,
 ) -> list[FoldResult]:
+    """Every model on every fold (cached folds reused). `model_dir` keeps each fold's trained
+    FMCNN, so the hybrid (built on it) does not train it again and a resumed run reuses it."""
     unknown = [m for m in cfg.models if m not in MODELS]
     if unknown:
         raise InputError(f"unknown model(s) {unknown}; choose from {', '.join(MODELS)}")
@@ -208,8 +211,9 @@ def run_cv(
                 t0 = time.perf_counter()
                 # One fit per fold; the shifted copies of the test fold are scored with it.
                 X_test = np.concatenate([ds.X[te]] + [shifted_rows(ds, ds.X[te], s) for s in cfg.shifts_cm1])
+                ctx = FoldContext(cfg.group_by, model_dir, fingerprint, repeat, fold)
                 all_scores = MODELS[name](
-                    ds.X[tr], ds.y[tr], X_test, ds.n_classes, cfg.seed + repeat, groups=ds.groups[tr]
+                    ds.X[tr], ds.y[tr], X_test, ds.n_classes, cfg.seed + repeat, groups=ds.groups[tr], ctx=ctx
                 )
                 elapsed = time.perf_counter() - t0
                 scores = all_scores[: te.size]

@@ -1,11 +1,20 @@
 """Fit the hybrid's fusion (edge.fusion.FusionParams) on held-out spectra, and the CV model.
 
-Fitting never sees test folds: in `trainer cv --models hybrid` the CNN is trained on the
-training fold with whole specimens held out for early stopping (val_split="specimen"); the
-fusion is fitted on those held-out specimens, scored against a library of the *other*
-training specimens (a held-out spectrum must not find its own specimen in the library,
-or correlation would look better than it is on a new specimen). The test fold is then
-scored with the CNN and the library of the whole training fold.
+Fitting never sees test folds. In `trainer cv --models hybrid` the CNN is the fold's FMCNN
+(the very model of the `fmcnn` column, shared through `trainer cv --model-dir`): trained on
+the training fold with whole specimens held out for early stopping. The fusion is fitted on
+those held-out specimens, each spectrum scored the way the protocol scores a test spectrum:
+against the library of the whole training fold without the spectrum itself (stratified
+protocol: a test spectrum's sibling spectra of the same specimen are in the library) or
+without its whole specimen (grouped protocol, and `trainer export`: a new specimen). The
+test fold is then scored with the CNN and the library of the whole training fold.
+
+Before 2026-12-04 (identity "hybrid: fusion fitted on calibration specimens ...") the hybrid
+trained a CNN of its own without a calibration tenth of the specimens and always fitted the
+fusion against a library without them: on the stratified protocol it then under-weighted the
+correlation that finds a test spectrum's sibling (3 folds: hybrid 0.791, correlation 0.804).
+The early-stopping specimens chose the CNN's epoch, so its log-probabilities on them are
+slightly optimistic; the export keeps a separate calibration set (`calibration_rows`).
 
 The fit: grid search of the correlation weight (CNN weight 1, embedding weight on the same
 grid when embeddings exist) for the lowest log loss on the held-out rows, each candidate at
@@ -47,14 +56,23 @@ def corr_per_class(lib: ReferenceLibrary, X: NDArray[np.float32], n_classes: int
 
 
 def library_scores(
-    lib: ReferenceLibrary, X: NDArray[np.float32], n_classes: int, align_min_lag_pts: int = 0
+    lib: ReferenceLibrary,
+    X: NDArray[np.float32],
+    n_classes: int,
+    align_min_lag_pts: int = 0,
+    hide: NDArray[np.bool_] | None = None,
 ) -> tuple[NDArray[np.float64], NDArray[np.float32]]:
     """(best correlation per class, the CNN's input) for every row, as edge.pipeline.Analyzer
-    computes them: the CNN input is the row moved onto its best match (edge.alignment)."""
+    computes them: the CNN input is the row moved onto its best match (edge.alignment).
+
+    `hide[i]` (one row per query, one column per reference) marks references query i must not
+    see (itself, or its specimen): they are dropped after the search, as if absent."""
     out = np.empty((X.shape[0], n_classes), np.float64)
     Xc = np.empty_like(X, dtype=np.float32)
     for i, x in enumerate(X):
         sim, lag = lib.similarities(x)
+        if hide is not None:
+            sim = np.where(hide[i], np.float32(-np.inf), sim)
         out[i] = lib.per_class(sim, n_classes)
         Xc[i] = aligned(x, sim, lag, align_min_lag_pts)[0]
     return out, Xc
@@ -165,18 +183,20 @@ def hybrid_scores(
     n_classes: int,
     seed: int,
     groups: NDArray[Any] | None = None,
+    ctx: Any = None,
 ) -> NDArray[np.float64]:
     """`trainer cv` model: FMCNN + embedding search + shift-tolerant correlation, fused (as the
-    edge fuses them); library = training fold."""
-    from trainer.fmcnn import CALIB_FRACTION, TrainConfig, calibration_rows, train_fmcnn
+    edge fuses them); library = training fold. `ctx` (trainer.models.FoldContext) gives the
+    protocol and the fold's kept FMCNN."""
+    from trainer.fmcnn import TrainConfig, validation_rows
+    from trainer.models import fold_fmcnn
 
     if groups is None:
         groups = np.arange(y_train.size)
-    cfg = TrainConfig(seed=seed, val_split="specimen")
-    # As `trainer export`: calibration specimens of the training fold are kept out of the
-    # CNN's training and early stopping, and the fusion is fitted on them.
-    is_val = calibration_rows(y_train, groups, CALIB_FRACTION, seed)
-    model, _hist = train_fmcnn(X_train[~is_val], y_train[~is_val], n_classes, cfg, groups=groups[~is_val])
+    cfg = TrainConfig(seed=seed)  # the `fmcnn` model's own configuration
+    model = fold_fmcnn(X_train, y_train, n_classes, cfg, groups, ctx)
+    # The rows train_fmcnn held out for early stopping (its first draw from this stream).
+    is_cal = validation_rows(y_train, cfg, np.random.default_rng(cfg.seed), groups)
     labels = tuple(str(i) for i in range(n_classes))
 
     def log_p(X: NDArray[np.float32]) -> NDArray[np.float64]:
@@ -186,20 +206,23 @@ def hybrid_scores(
     # The embedding search, as on the edge: the bottleneck vector (float here; the edge's int8).
     # Library rows are embedded as they are; queries after alignment to their best match.
     E_train = keras_embeddings(model, X_train)
+    lib = library_from_arrays(X_train, y_train, labels, groups, embedding=E_train)
     params = FusionParams()  # notes' naive fusion when no specimen could be held out
-    if is_val.any():
-        fit_lib = library_from_arrays(
-            X_train[~is_val], y_train[~is_val], labels, groups[~is_val], embedding=E_train[~is_val]
-        )
-        corr_v, Xv = library_scores(fit_lib, X_train[is_val], n_classes, ALIGN_MIN_LAG_PTS)
+    if is_cal.any():
+        cal = np.flatnonzero(is_cal)
+        grouped = ctx is None or getattr(ctx, "group_by", None) == "specimen"
+        # What a test spectrum of this protocol could not find in the library: its specimen
+        # (grouped) or only itself (stratified).
+        key = groups if grouped else np.arange(y_train.size)
+        hide = key[cal][:, None] == key[None, :]
+        corr_v, Xv = library_scores(lib, X_train[cal], n_classes, ALIGN_MIN_LAG_PTS, hide)
         params, _ = fit_fusion(
             log_p(Xv),
             corr_v,
-            y_train[is_val],
-            emb_per_class(fit_lib, keras_embeddings(model, Xv), n_classes),
+            y_train[cal],
+            emb_per_class(lib, keras_embeddings(model, Xv), n_classes, hide),
             align_min_lag_pts=ALIGN_MIN_LAG_PTS,
         )
-    lib = library_from_arrays(X_train, y_train, labels, groups, embedding=E_train)
     corr_t, Xt = library_scores(lib, X_test, n_classes, params.align_min_lag_pts)
     emb = emb_per_class(lib, keras_embeddings(model, Xt), n_classes) if params.w_emb else None
     s = fused_logits(params, n_classes, log_p(Xt), corr_t, emb)
@@ -222,6 +245,7 @@ def corr_lag_scores(
     n_classes: int,
     seed: int,
     groups: NDArray[Any] | None = None,
+    ctx: Any = None,
 ) -> NDArray[np.float64]:
     """`trainer cv` model: the hybrid's library search alone (shift-tolerant correlation)."""
     lib = library_from_arrays(X_train, y_train, tuple(str(i) for i in range(n_classes)), groups)
@@ -250,11 +274,17 @@ def edge_outputs(clf: Any, X: NDArray[np.float32]) -> tuple[NDArray[np.float32],
     return lg, (np.stack(embs) if has_emb else None)
 
 
-def emb_per_class(lib: ReferenceLibrary, E: NDArray[np.float32], n_classes: int) -> NDArray[np.float64]:
-    """Best cosine similarity per class for every row's embedding (the edge's own search)."""
+def emb_per_class(
+    lib: ReferenceLibrary, E: NDArray[np.float32], n_classes: int, hide: NDArray[np.bool_] | None = None
+) -> NDArray[np.float64]:
+    """Best cosine similarity per class for every row's embedding (the edge's own search);
+    `hide` as in `library_scores`."""
     out = np.empty((E.shape[0], n_classes), np.float64)
     for i, e in enumerate(E):
-        out[i] = lib.per_class(lib.embedding_similarities(e), n_classes)
+        sim = lib.embedding_similarities(e)
+        if hide is not None:
+            sim = np.where(hide[i], np.float32(-np.inf), sim)
+        out[i] = lib.per_class(sim, n_classes)
     return out
 
 

@@ -1,7 +1,8 @@
 """Classifiers compared by `trainer cv`, behind one small interface.
 
-A model is a function `(X_train, y_train, X_test, n_classes, seed, groups=None) -> scores`
-(`groups`: the specimen of every training row, for models that hold out by specimen) where
+A model is a function `(X_train, y_train, X_test, n_classes, seed, groups=None, ctx=None) -> scores`
+(`groups`: the specimen of every training row, for models that hold out by specimen; `ctx`: the
+fold's `FoldContext`, for models that must know the protocol or share a trained model) where
 scores has shape (n_test, n_classes) and a higher score means a more likely class (probabilities,
 decision values or similarities; only the ranking is used). Adding a model = adding one
 function to `MODELS`.
@@ -9,7 +10,10 @@ function to `MODELS`.
 
 from __future__ import annotations
 
+import hashlib
 import json
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -21,9 +25,38 @@ I64 = NDArray[np.int64]
 Groups = NDArray[Any]  # specimen id (RRUFF ID) of every row
 
 
+@dataclass(frozen=True)
+class FoldContext:
+    """What a CV model may know about its fold beyond the arrays (trainer.cv fills it in)."""
+
+    #: the outer protocol: None (folds stratified by spectrum) or "specimen" (grouped)
+    group_by: str | None = None
+    #: where trained fold models are kept, so that models built on the same CNN (fmcnn and the
+    #: hybrid) train it once per fold and a resumed run reuses it; None keeps nothing
+    model_dir: Path | None = None
+    #: the dataset and fold settings (trainer.cv.fold_fingerprint): a kept model of other data
+    #: is never picked up
+    fingerprint: str = ""
+    repeat: int = 0
+    fold: int = 0
+
+    def model_path(self, kind: str, identity: str) -> Path | None:
+        if self.model_dir is None:
+            return None
+        tag = hashlib.sha256(identity.encode()).hexdigest()[:10]
+        return self.model_dir / f"{self.fingerprint}-{kind}-{tag}-r{self.repeat}f{self.fold}.keras"
+
+
 class ModelFn(Protocol):
     def __call__(
-        self, X_train: F32, y_train: I64, X_test: F32, n_classes: int, seed: int, groups: Groups | None = None
+        self,
+        X_train: F32,
+        y_train: I64,
+        X_test: F32,
+        n_classes: int,
+        seed: int,
+        groups: Groups | None = None,
+        ctx: FoldContext | None = None,
     ) -> Scores: ...
 
 
@@ -51,7 +84,13 @@ def _standardize_rows(X: NDArray[np.float32]) -> NDArray[np.float64]:
 
 
 def corr_scores(
-    X_train: F32, y_train: I64, X_test: F32, n_classes: int, seed: int, groups: Groups | None = None
+    X_train: F32,
+    y_train: I64,
+    X_test: F32,
+    n_classes: int,
+    seed: int,
+    groups: Groups | None = None,
+    ctx: FoldContext | None = None,
 ) -> Scores:
     """Search-match: Pearson correlation with every library spectrum; best match per class.
 
@@ -62,7 +101,13 @@ def corr_scores(
 
 
 def knn_scores(
-    X_train: F32, y_train: I64, X_test: F32, n_classes: int, seed: int, groups: Groups | None = None
+    X_train: F32,
+    y_train: I64,
+    X_test: F32,
+    n_classes: int,
+    seed: int,
+    groups: Groups | None = None,
+    ctx: FoldContext | None = None,
 ) -> Scores:
     """1-NN (Euclidean), scored by negative distance to each class's nearest spectrum."""
     a = X_test.astype(np.float64)
@@ -72,7 +117,13 @@ def knn_scores(
 
 
 def rf_scores(
-    X_train: F32, y_train: I64, X_test: F32, n_classes: int, seed: int, groups: Groups | None = None
+    X_train: F32,
+    y_train: I64,
+    X_test: F32,
+    n_classes: int,
+    seed: int,
+    groups: Groups | None = None,
+    ctx: FoldContext | None = None,
 ) -> Scores:
     from sklearn.ensemble import RandomForestClassifier
 
@@ -82,7 +133,13 @@ def rf_scores(
 
 
 def svm_scores(
-    X_train: F32, y_train: I64, X_test: F32, n_classes: int, seed: int, groups: Groups | None = None
+    X_train: F32,
+    y_train: I64,
+    X_test: F32,
+    n_classes: int,
+    seed: int,
+    groups: Groups | None = None,
+    ctx: FoldContext | None = None,
 ) -> Scores:
     from sklearn.svm import SVC
 
@@ -98,7 +155,13 @@ def svm_scores(
 
 
 def lda_scores(
-    X_train: F32, y_train: I64, X_test: F32, n_classes: int, seed: int, groups: Groups | None = None
+    X_train: F32,
+    y_train: I64,
+    X_test: F32,
+    n_classes: int,
+    seed: int,
+    groups: Groups | None = None,
+    ctx: FoldContext | None = None,
 ) -> Scores:
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
@@ -107,25 +170,60 @@ def lda_scores(
     return _spread(m.predict_proba(X_test), m.classes_, n_classes)
 
 
+def fold_fmcnn(
+    X_train: F32,
+    y_train: I64,
+    n_classes: int,
+    cfg: Any,
+    groups: Groups | None = None,
+    ctx: FoldContext | None = None,
+) -> Any:
+    """The fold's FMCNN trained with `cfg` (trainer.fmcnn.TrainConfig), or the one an earlier
+    model of the same fold kept in `ctx.model_dir` (same data, fold and training config)."""
+    from trainer.fmcnn import train_fmcnn
+
+    path = ctx.model_path("fmcnn", _train_identity(cfg)) if ctx is not None else None
+    if path is not None and path.exists():
+        import keras
+
+        return keras.models.load_model(path, compile=False)
+    model, _hist = train_fmcnn(X_train, y_train, n_classes, cfg, groups=groups)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.stem + ".partial.keras")
+        model.save(tmp)
+        tmp.replace(path)  # a killed run leaves no half-written model to be picked up
+    return model
+
+
+def _train_identity(cfg: Any) -> str:
+    d = cfg.to_dict()
+    d.pop("seed")
+    return json.dumps(d, sort_keys=True, default=str)
+
+
 def _fmcnn(**overrides: Any) -> ModelFn:
     """FMCNN trained with `TrainConfig(seed=seed, **overrides)`, scored by its softmax."""
 
     def scores(
-        X_train: F32, y_train: I64, X_test: F32, n_classes: int, seed: int, groups: Groups | None = None
+        X_train: F32,
+        y_train: I64,
+        X_test: F32,
+        n_classes: int,
+        seed: int,
+        groups: Groups | None = None,
+        ctx: FoldContext | None = None,
     ) -> Scores:
-        from trainer.fmcnn import TrainConfig, train_fmcnn
+        from trainer.fmcnn import TrainConfig
 
-        cfg = TrainConfig(seed=seed, **overrides)
-        model, _hist = train_fmcnn(X_train, y_train, n_classes, cfg, groups=groups)
+        model = fold_fmcnn(X_train, y_train, n_classes, TrainConfig(seed=seed, **overrides), groups, ctx)
         return np.asarray(model.predict(X_test[..., None], verbose=0, batch_size=256), np.float64)
 
     def identity() -> str:
         # What a cached CV fold of this model depends on besides the data: the training config.
         from trainer.fmcnn import TrainConfig
 
-        d = TrainConfig(**overrides).to_dict()
-        d.pop("seed")
-        return json.dumps(d, sort_keys=True, default=str)
+        return _train_identity(TrainConfig(**overrides))
 
     scores.identity = identity  # type: ignore[attr-defined]
     return scores
@@ -151,12 +249,18 @@ def _lazy(attr: str, identity: str = "") -> ModelFn:
     `identity` names the recipe, so a CV fold cached by an earlier recipe is redone."""
 
     def scores(
-        X_train: F32, y_train: I64, X_test: F32, n_classes: int, seed: int, groups: Groups | None = None
+        X_train: F32,
+        y_train: I64,
+        X_test: F32,
+        n_classes: int,
+        seed: int,
+        groups: Groups | None = None,
+        ctx: FoldContext | None = None,
     ) -> Scores:
         from trainer import hybrid
 
         fn: ModelFn = getattr(hybrid, attr)
-        return fn(X_train, y_train, X_test, n_classes, seed, groups=groups)
+        return fn(X_train, y_train, X_test, n_classes, seed, groups=groups, ctx=ctx)
 
     if identity:
         scores.identity = lambda: identity  # type: ignore[attr-defined]
@@ -164,8 +268,11 @@ def _lazy(attr: str, identity: str = "") -> ModelFn:
 
 
 # Issue 12: CNN + shift-tolerant library search fused (library = the training fold only).
+# v2 (2026-12-04): the CNN is the fold's FMCNN itself, and the fusion is fitted on its
+# early-stopping specimens scored the way the protocol scores a test spectrum (trainer.hybrid).
 MODELS["hybrid"] = _lazy(
     "hybrid_scores",
-    identity="hybrid: fusion fitted on calibration specimens (0.1), weights by log loss, aligned CNN (3)",
+    identity="hybrid v2: the fold's FMCNN; fusion fitted on its early-stopping specimens against the training "
+    "fold without what the protocol holds out; weights by log loss; aligned CNN (3)",
 )
 MODELS["corr_lag"] = _lazy("corr_lag_scores")

@@ -128,3 +128,34 @@ def test_shifted_test_folds_are_scored_by_the_same_fit(small, tmp_path: Path) ->
     run_cv(small, CVConfig(models=("corr",), folds=3, repeats=1, seed=0), cache=plain)
     again = run_cv(small, cfg, cache=plain)
     assert all(r.shift_accuracy for r in again)
+
+
+def test_hybrid_is_built_on_the_folds_own_fmcnn(small, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """With a model directory, fmcnn and the hybrid share one trained CNN per fold, and a
+    resumed run (another cache) trains nothing again."""
+    pytest.importorskip("tensorflow")
+    import trainer.fmcnn as fm
+
+    trained: list[int] = []
+    real_train = fm.train_fmcnn
+
+    def counting(*a, **kw):  # type: ignore[no-untyped-def]
+        trained.append(1)
+        return real_train(*a, **kw)
+
+    monkeypatch.setattr(fm, "train_fmcnn", counting)
+    models = tmp_path / "models"
+    cfg = CVConfig(models=("fmcnn", "hybrid", "corr"), folds=2, repeats=1, seed=0)
+    results = run_cv(small, cfg, cache=tmp_path / "a.jsonl", model_dir=models)
+    assert len(trained) == 2 and len(list(models.glob("*.keras"))) == 2
+    by = {(r.model, r.fold): r for r in results}
+    for fold in range(2):
+        # The hybrid holds the FMCNN's evidence and the library's: never below chance, and
+        # its probabilities are calibrated enough to report an ECE.
+        assert by[("hybrid", fold)].ece is not None
+        assert by[("hybrid", fold)].accuracy >= min(by[("fmcnn", fold)].accuracy, by[("corr", fold)].accuracy) - 0.1
+    again = run_cv(
+        small, CVConfig(models=("hybrid",), folds=2, repeats=1, seed=0), cache=tmp_path / "b.jsonl", model_dir=models
+    )
+    assert len(trained) == 2  # loaded, not retrained
+    assert [r.accuracy for r in again] == [by[("hybrid", f)].accuracy for f in range(2)]

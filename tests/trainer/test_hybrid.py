@@ -42,3 +42,24 @@ def test_corr_lag_cv_model_ranks_held_out_specimens(tiny_spectra) -> None:  # ty
     ds, tr, va = _split(tiny_spectra)
     s = corr_lag_scores(ds.X[tr], ds.y[tr], ds.X[va], ds.n_classes, 0, groups=ds.groups[tr])
     assert (s.argmax(axis=1) == ds.y[va]).mean() > 0.8
+
+
+def test_hidden_references_are_not_found(tiny_spectra) -> None:  # type: ignore[no-untyped-def]
+    """The CV hybrid's calibration search: a spectrum must not find itself (stratified
+    protocol) or its specimen (grouped) in the training fold's library."""
+    from trainer.hybrid import library_scores
+
+    ds, tr, _va = _split(tiny_spectra)
+    lib = library_from_dataset(ds, tr)
+    q = tr[:12]
+    own = ds.y[q]
+    rows = np.arange(q.size)
+    seen = library_scores(lib, ds.X[q], ds.n_classes)[0][rows, own]
+    assert np.all(seen > 0.999)  # each query is itself a reference
+    itself = q[:, None] == tr[None, :]
+    no_self = library_scores(lib, ds.X[q], ds.n_classes, hide=itself)[0][rows, own]
+    specimen = ds.groups[q][:, None] == ds.groups[tr][None, :]
+    no_specimen = library_scores(lib, ds.X[q], ds.n_classes, hide=specimen)[0][rows, own]
+    assert np.all(no_self < seen) and np.all(no_specimen <= no_self)
+    # Hiding a specimen hides its sibling spectra too: somewhere that must cost similarity.
+    assert np.any(no_specimen < no_self)
