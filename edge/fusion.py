@@ -17,11 +17,20 @@ temperature, the unknown score and its threshold are fitted in
 bundle, or a class that only exists in an added library and so has no CNN output) simply
 contributes nothing for that class; an added mineral gets the CNN's best log p, so the library
 decides between it and the CNN's favourite.
+
+Noisy spectra get their own parameters (`noisy`, applied when the spectrum's measured SNR is
+below `noisy_below_snr`). Shot noise, e.g. under a strong fluorescence background, breaks the
+CNN and the embedding long before the correlation search: on simulated raw readouts of the
+shipped bundle's held-out specimens at a background 10x the strongest band (SNR ~16) the CNN
+alone fell to 0.243 and the hybrid to 0.421 while correlation on the same input kept 0.696
+(bench/results/raw_spectra.md, 2026-12-03). One set of weights fitted on clean spectra cannot
+serve both; `trainer refit-fusion` fits the second set on emulated readouts of the calibration
+specimens (trainer/noisy_fusion.py). A bundle without it uses one set for every SNR.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -46,18 +55,42 @@ class FusionParams:
     #: Move the spectrum by its best library match's lag before the CNN when |lag| >= this many
     #: grid points (edge.alignment); 0 = never (bundles fitted before it).
     align_min_lag_pts: int = 0
+    #: Parameters for spectra whose measured SNR (edge.preprocess: strongest band over pixel
+    #: noise) is below `noisy_below_snr`; None or 0: these parameters serve every SNR.
+    noisy: FusionParams | None = None
+    noisy_below_snr: float = 0.0
+
+    def for_snr(self, snr: float | None) -> FusionParams:
+        """The parameters for a spectrum of this SNR (unknown SNR: these)."""
+        if self.noisy is not None and snr is not None and np.isfinite(snr) and snr < self.noisy_below_snr:
+            return self.noisy
+        return self
 
     @classmethod
     def from_manifest(cls, manifest: dict[str, Any]) -> FusionParams | None:
         raw = manifest.get("fusion")
         if raw is None:
             return None
+        if not isinstance(raw, dict):
+            raise BundleError("manifest fusion section malformed (not an object)")
+        p = cls._from_dict(raw)
+        noisy = raw.get("noisy")
+        if noisy is not None:
+            if not isinstance(noisy, dict) or "noisy" in noisy:
+                raise BundleError("manifest fusion.noisy must be an object of fusion parameters (not nested)")
+            p = replace(p, noisy=cls._from_dict(noisy))
+            if not p.noisy_below_snr > 0:
+                raise BundleError(f"manifest fusion noisy_below_snr must be > 0, got {p.noisy_below_snr}")
+        return p
+
+    @classmethod
+    def _from_dict(cls, raw: dict[str, Any]) -> FusionParams:
         try:
             p = cls(
                 **{
                     k: (str(v) if k == "unknown_score" else int(v) if k == "align_min_lag_pts" else float(v))
                     for k, v in raw.items()
-                    if k in cls.__dataclass_fields__
+                    if k in cls.__dataclass_fields__ and k != "noisy"
                 }
             )
         except (TypeError, ValueError) as err:
@@ -70,8 +103,14 @@ class FusionParams:
             raise BundleError(f"manifest fusion temperature must be > 0, got {p.temperature}")
         return p
 
-    def to_dict(self) -> dict[str, float | int | str]:
-        return asdict(self)
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        if self.noisy is None:
+            # Bundles without a noisy regime keep the manifest they always had.
+            del d["noisy"], d["noisy_below_snr"]
+        else:
+            d["noisy"] = self.noisy.to_dict()
+        return d
 
 
 @dataclass(frozen=True)

@@ -147,11 +147,12 @@ class Analyzer:
         """Swap the added references (the daemon, on a change of `library_dir`)."""
         self.library = combined_library(self.bundle, library, with_bundle_library=self._use_bundle_library)
 
-    def evidence(self, values: NDArray[np.float32], *, k: int | None = None) -> Evidence:
+    def evidence(self, values: NDArray[np.float32], *, k: int | None = None, snr: float | None = None) -> Evidence:
         """Every score identification rests on, for one preprocessed spectrum (no mixture fit).
 
         `identify` is built on this; the benchmarks read the components from it, so what they
-        measure is what the edge decides on."""
+        measure is what the edge decides on. `snr` (the preprocessing's measurement) picks the
+        fusion parameters (edge.fusion: noisy spectra have their own); None: the clean ones."""
         lib = self.library
         kk = self.top_k if k is None else k
         if lib is None or len(lib) == 0:
@@ -159,7 +160,8 @@ class Analyzer:
         sim, lag = lib.similarities(values)
         corr = lib.per_class(sim)
         # The CNN sees the spectrum moved onto its best match when the axis looks off.
-        x, moved = aligned(values, sim, lag, self.fusion.align_min_lag_pts)
+        params = self.fusion.for_snr(snr)
+        x, moved = aligned(values, sim, lag, params.align_min_lag_pts)
         pred = self.classifier.classify(x, k=1)
         log_p = np.log(np.maximum(pred.probabilities.astype(np.float64), 1e-12))
         emb = None
@@ -167,13 +169,15 @@ class Analyzer:
         # a model without one (the older shipped int8 model) simply skips this term.
         if pred.embedding is not None and lib.has_embedding:
             emb = lib.per_class(lib.embedding_similarities(pred.embedding))
-        f = fuse(self.fusion, len(lib.minerals), log_p, corr, emb, k=kk)
+        f = fuse(params, len(lib.minerals), log_p, corr, emb, k=kk)
         return Evidence(pred, sim, lag, corr, emb, f, moved)
 
-    def identify(self, values: NDArray[np.float32]) -> tuple[tuple[tuple[str, float], ...], bool, int, Match | None]:
+    def identify(
+        self, values: NDArray[np.float32], snr: float | None = None
+    ) -> tuple[tuple[tuple[str, float], ...], bool, int, Match | None]:
         """(top, unknown, class index, match): the one identification path for every caller."""
         self._last_mixture = None
-        ev = self.evidence(values)
+        ev = self.evidence(values, snr=snr)
         lib, f = self.library, ev.fused
         if lib is None or f is None or ev.sim is None:
             pred = ev.prediction
@@ -265,7 +269,7 @@ class Analyzer:
 
     def _classify(self, prep: Prepared, latency: dict[str, float]) -> Analysis:
         t1 = time.perf_counter()
-        top, unknown, class_index, match = self.identify(prep.values)
+        top, unknown, class_index, match = self.identify(prep.values, prep.snr)
         t2 = time.perf_counter()
         # Deconv weights exist for the model's classes only; an added mineral shows the
         # peaks of the model's best class (edge library add docs).

@@ -373,6 +373,12 @@ def export(
 def refit_fusion_cmd(
     bundle: Path = typer.Option(..., help="Bundle directory whose fusion is re-fitted in place."),
     data: Path = typer.Option(None, help="The RRUFF data it was trained on (default: the shared copy)."),
+    noisy: bool = typer.Option(
+        True,
+        "--noisy/--no-noisy",
+        help="Also fit the parameters for noisy spectra (below an SNR threshold) on emulated raw readouts "
+        "of the calibration specimens.",
+    ),
 ) -> None:
     """Re-fit the hybrid fusion on the bundle's calibration specimens (no retraining; only
     manifest.json changes) and re-measure it on its held-out specimens."""
@@ -381,12 +387,18 @@ def refit_fusion_cmd(
         from trainer.refit import refit_fusion
 
         with _status(f"re-fitting the fusion of {bundle}"):
-            f = refit_fusion(bundle, data or _default_data())
+            f = refit_fusion(bundle, data or _default_data(), noisy=noisy)
         h = f["heldout"]
         typer.echo(
             f"{bundle}: w_corr {f['w_corr']:g}, w_emb {f['w_emb']:g}, T {f['temperature']:.2f}; held-out "
             f"accuracy {h['accuracy']:.3f}, ECE {h['ece']:.3f}, mean top-1 p {h['mean_confidence']:.3f} (n {h['n']})"
         )
+        if f.get("noisy"):
+            n = f["noisy"]
+            typer.echo(
+                f"below SNR {f['noisy_below_snr']:g}: w_corr {n['w_corr']:g}, w_emb {n['w_emb']:g}, "
+                f"T {n['temperature']:.2f}"
+            )
 
     _guard(run)
 

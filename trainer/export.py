@@ -20,7 +20,7 @@ from edge.classifier import Classifier, Head, TFLiteNet, quantize_columns, save_
 from trainer.dataset import Dataset
 from trainer.deconv_ref import extract_weights
 from trainer.errors import ExportError
-from trainer.hybrid import fused_reliability, write_hybrid
+from trainer.hybrid import fit_noisy_fusion, fused_reliability, write_hybrid
 from trainer.temperature import fit_temperature, nll, reliability, reliability_png
 
 PARITY_MIN = 0.99
@@ -186,14 +186,19 @@ def convert_int8(
     return bytes(converter.convert())
 
 
+def _write_provisional_manifest(tmp: Path, manifest: dict[str, Any]) -> None:
+    """The manifest so far, with the hashes of the files so far: the edge can load the bundle."""
+    (tmp / "manifest.json").write_text(
+        json.dumps(manifest | {"files": {f.name: sha256_file(f) for f in tmp.iterdir() if f.name != "manifest.json"}})
+    )
+
+
 def _fused_reliability(tmp: Path, manifest: dict[str, Any], heldout: Dataset) -> dict[str, Any]:
     """Accuracy and ECE of the fused top-1 (what a result reports) on the held-out spectra,
     through the edge's own identification path on the bundle as written so far."""
     from edge.pipeline import Analyzer
 
-    (tmp / "manifest.json").write_text(
-        json.dumps(manifest | {"files": {f.name: sha256_file(f) for f in tmp.iterdir() if f.name != "manifest.json"}})
-    )
+    _write_provisional_manifest(tmp, manifest)
     return fused_reliability(Analyzer(load_bundle(tmp)), heldout)
 
 
@@ -411,6 +416,14 @@ def export_bundle(
         if model_card is not None:
             (tmp / "MODEL_CARD.md").write_text(model_card)
         manifest.update(write_hybrid(tmp, model, train, cal, temperature))  # issue 12: library + fusion
+        if "fusion" in manifest and cal.y.size:
+            # Parameters for noisy spectra, fitted on emulated readouts of the same calibration
+            # specimens through the bundle as written so far (trainer.noisy_fusion).
+            _write_provisional_manifest(tmp, manifest)
+            seed = int((training_info.get("config") or {}).get("seed", 0))
+            with_noisy, noisy_info = fit_noisy_fusion(tmp, cal, seed=seed)
+            manifest["fusion"] = with_noisy.to_dict() | {"fitted_on": manifest["fusion"].get("fitted_on")}
+            manifest["library"]["fit"]["noisy"] = noisy_info
         if len(Xh) and "fusion" in manifest:
             manifest["fusion"]["heldout"] = _fused_reliability(tmp, manifest, heldout)
         manifest["files"] = {f.name: sha256_file(f) for f in sorted(tmp.iterdir()) if f.name != "manifest.json"}

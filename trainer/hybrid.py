@@ -28,6 +28,7 @@ the value that keeps `keep_fraction` of the held-out known spectra.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -330,17 +331,44 @@ def fit_hybrid(
     training never saw) through the edge's own int8 model `clf` and library search `lib`, with
     the CNN log-probabilities at the bundle's own temperature (the manifest's `temperature`,
     which the edge applies before fusing)."""
-    n = len(clf.bundle.labels)
-    corr, X_cnn = library_scores(lib, heldout.X, n, ALIGN_MIN_LAG_PTS)
-    logits_h, emb_h = edge_outputs(clf, X_cnn)
-    t_cnn = float(cnn_temperature)
-    log_p = np.log(np.maximum(softmax(logits_h, t_cnn), 1e-12))
-    emb = emb_per_class(lib, emb_h, n) if (emb_h is not None and lib.has_embedding) else None
+    comps = fusion_inputs(clf, lib, cnn_temperature, ALIGN_MIN_LAG_PTS)
+    log_p, corr, emb = comps(heldout.X)
     params, info = fit_fusion(log_p, corr, heldout.y, emb, align_min_lag_pts=ALIGN_MIN_LAG_PTS)
-    info["cnn_temperature"] = float(t_cnn)
+    info["cnn_temperature"] = float(cnn_temperature)
     if emb is not None:
         info["heldout_accuracy_emb"] = float((emb.argmax(axis=1) == heldout.y).mean())
     return params, info
+
+
+def fusion_inputs(clf: Any, lib: ReferenceLibrary, cnn_temperature: float, align_min_lag_pts: int) -> Any:
+    """`values (n, grid) -> (CNN log p, correlation per class, embedding per class or None)`,
+    as the edge computes them (edge.pipeline.Analyzer.evidence), for many rows at once."""
+    n = len(clf.bundle.labels)
+
+    def comps(X: NDArray[np.float32]) -> tuple[Any, Any, Any]:
+        corr, X_cnn = library_scores(lib, X, n, align_min_lag_pts)
+        logits, emb_h = edge_outputs(clf, X_cnn)
+        log_p = np.log(np.maximum(softmax(logits, float(cnn_temperature)), 1e-12))
+        emb = emb_per_class(lib, emb_h, n) if (emb_h is not None and lib.has_embedding) else None
+        return log_p, corr, emb
+
+    return comps
+
+
+def fit_noisy_fusion(bundle_dir: Any, calibration: Any, seed: int = 0) -> tuple[FusionParams, dict[str, Any]]:
+    """The bundle's fusion (manifest as written in `bundle_dir`) plus a `noisy` set fitted on
+    emulated raw readouts of `calibration` (trainer.noisy_fusion), through the edge's own raw
+    path on this bundle."""
+    from edge.bundle import load_bundle
+    from edge.pipeline import Analyzer
+    from trainer.noisy_fusion import fit_noisy
+
+    an = Analyzer(load_bundle(bundle_dir))
+    clean = replace(an.fusion, noisy=None, noisy_below_snr=0.0)
+    assert an.library is not None
+    t_cnn = an.classifier.temperature if an.classifier.temperature is not None else 1.0
+    comps = fusion_inputs(an.classifier, an.library, t_cnn, clean.align_min_lag_pts)
+    return fit_noisy(clean, comps, an, calibration.X, calibration.y, seed)
 
 
 def fused_reliability(analyzer: Any, heldout: Any) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from edge.preprocess import PreprocessSpec
 from trainer.dataset import Dataset, from_spectra
 from trainer.errors import ExportError
 from trainer.fmcnn import TrainConfig, holdout_rows
-from trainer.hybrid import fit_hybrid, fused_reliability
+from trainer.hybrid import fit_hybrid, fit_noisy_fusion, fused_reliability
 from trainer.rruff import RamanSpectrum, load_rruff, select
 
 
@@ -68,8 +68,11 @@ def bundle_split(
     return ds, is_val, is_cal
 
 
-def refit_fusion(bundle_dir: str | Path, data: Path) -> dict[str, Any]:
-    """Re-fit the bundle's fusion on its calibration specimens; returns the new fusion section."""
+def refit_fusion(bundle_dir: str | Path, data: Path, *, noisy: bool = True) -> dict[str, Any]:
+    """Re-fit the bundle's fusion on its calibration specimens; returns the new fusion section.
+
+    `noisy`: also fit the parameters for noisy spectra (edge.fusion) on emulated readouts of
+    the same calibration specimens (trainer.noisy_fusion)."""
     bundle_dir = Path(bundle_dir)
     bundle = load_bundle(bundle_dir)  # verifies every hashed file first
     lib = bundle_library(bundle)
@@ -80,13 +83,20 @@ def refit_fusion(bundle_dir: str | Path, data: Path) -> dict[str, Any]:
         raise ExportError(f"{data} gives other classes than the bundle's labels.json")
     clf = Classifier(bundle)
     t_cnn = clf.temperature if clf.temperature is not None else 1.0
-    params, info = fit_hybrid(clf, lib, ds.subset(np.flatnonzero(is_cal)), t_cnn)
+    cal = ds.subset(np.flatnonzero(is_cal))
+    params, info = fit_hybrid(clf, lib, cal, t_cnn)
     manifest = json.loads((bundle_dir / "manifest.json").read_text())
     manifest["fusion"] = params.to_dict() | {
         "fitted_on": f"{int(is_cal.sum())} calibration spectra, library of {len(lib)} training spectra",
     }
     manifest["library"]["fit"] = info
     _write_manifest(bundle_dir, manifest)
+    if noisy:
+        fitted_on = manifest["fusion"]["fitted_on"]
+        with_noisy, noisy_info = fit_noisy_fusion(bundle_dir, ds.subset(np.flatnonzero(is_cal)), seed=0)
+        manifest["fusion"] = with_noisy.to_dict() | {"fitted_on": fitted_on}
+        manifest["library"]["fit"]["noisy"] = noisy_info
+        _write_manifest(bundle_dir, manifest)
     # Measured with the edge's own identification path on the bundle as now written.
     an = Analyzer(load_bundle(bundle_dir))
     manifest["fusion"]["heldout"] = fused_reliability(an, ds.subset(np.flatnonzero(is_val)))

@@ -49,3 +49,24 @@ def test_manifest_round_trip_and_refusal() -> None:
         FusionParams.from_manifest({"fusion": {"temperature": 0}})
     with pytest.raises(BundleError):
         FusionParams.from_manifest({"fusion": {"w_cnn": "x"}})
+
+
+def test_noisy_spectra_get_their_own_parameters() -> None:
+    noisy = FusionParams(w_cnn=1, w_corr=200, temperature=3)
+    p = FusionParams(w_cnn=1, w_corr=0, noisy=noisy, noisy_below_snr=25)
+    assert p.for_snr(10.0) is noisy and p.for_snr(25.0) is p and p.for_snr(400.0) is p
+    assert p.for_snr(None) is p and p.for_snr(float("nan")) is p  # unmeasured: the clean set
+    # The clean set follows the CNN, the noisy one the library (LOGP vs CORR disagree).
+    assert fuse(p.for_snr(400.0), 3, LOGP, CORR).order[0] == 0
+    assert fuse(p.for_snr(10.0), 3, LOGP, CORR).order[0] == 1
+    d = p.to_dict()
+    assert d["noisy"]["w_corr"] == 200 and "noisy" not in d["noisy"]
+    assert FusionParams.from_manifest({"fusion": d | {"fitted_on": "x", "heldout": {"ece": 0.1}}}) == p
+    # A bundle without the section keeps its manifest exactly as before.
+    assert "noisy" not in FusionParams().to_dict() and "noisy_below_snr" not in FusionParams().to_dict()
+    with pytest.raises(BundleError, match="noisy_below_snr"):
+        FusionParams.from_manifest({"fusion": d | {"noisy_below_snr": 0}})
+    with pytest.raises(BundleError, match="noisy"):
+        FusionParams.from_manifest({"fusion": d | {"noisy": [1, 2]}})
+    with pytest.raises(BundleError, match="temperature"):
+        FusionParams.from_manifest({"fusion": d | {"noisy": d["noisy"] | {"temperature": -1}}})

@@ -76,6 +76,15 @@ def test_refit_rewrites_the_fusion_and_keeps_the_bundle_valid(split_bundle: Path
     assert {f.name: f.read_bytes() for f in split_bundle.iterdir() if f.name != "manifest.json"} == bytes_before
     assert after["files"] == before["files"]
     load_bundle(split_bundle)
+    # The noisy-spectrum fit ran on emulated readouts of the calibration specimens: either a
+    # second parameter set with its SNR threshold, or the reason there is none.
+    noisy = after["library"]["fit"]["noisy"]
+    assert noisy["n_spectra"] == before["training"]["n_calibration"] and noisy["n_readouts"] > 0
+    if noisy["chosen"] is None:
+        assert "noisy" not in fusion
+    else:
+        assert fusion["noisy_below_snr"] == noisy["chosen"]["noisy_below_snr"] > 0
+        assert fusion["noisy"]["temperature"] > 0
 
 
 def test_refit_refuses_data_that_do_not_reproduce_the_split(split_bundle: Path, rruff_path: Path) -> None:
