@@ -32,4 +32,18 @@ run --repeats 1 --selection paper --models fmcnn,fmcnn_specimen_val --group-by s
 # What instrument-like augmentation buys: same folds as the min8 run, whose fmcnn folds are reused.
 run --repeats 1 --selection min8 --models fmcnn,fmcnn_noaug \
   --out "$OUT/min8-augmentation-1x10.json" --cache "$OUT/min8.folds.jsonl"
+# Issue 11/12 side by side on the paper selection, 10-fold stratified (v4, 2026-12-04): the hybrid
+# is built on each fold's FMCNN (kept in MODEL_DIR, so it is trained once per fold) and every test
+# fold is also scored with its axis moved. SVM (one core, ~9 min per fold) runs in its own process
+# and cache beside the CNN models; the table is made from both caches.
+MODEL_DIR=${MODEL_DIR:-$HOME/.cache/raman-edge/cv-models}
+SHIFTS=0,2,5,10,15,20,30
+"$PY" -m trainer.cli cv --repeats 1 --folds 10 --seed 0 --selection paper --models svm,corr --shifts "$SHIFTS" \
+  --out "${TMPDIR:-/tmp}/paper-v4-svm.json" --cache "$OUT/paper-v4-svm.folds.jsonl" $CV_ARGS &
+"$PY" -m trainer.cli cv --repeats 1 --folds 10 --seed 0 --selection paper --models fmcnn,hybrid --shifts "$SHIFTS" \
+  --model-dir "$MODEL_DIR/paper" --out "${TMPDIR:-/tmp}/paper-v4-cnn.json" --cache "$OUT/paper-v4.folds.jsonl" $CV_ARGS
+wait
+cat "$OUT/paper-v4.folds.jsonl" "$OUT/paper-v4-svm.folds.jsonl" > "${TMPDIR:-/tmp}/paper-v4-all.folds.jsonl"
+"$PY" -m trainer.cli cv --repeats 1 --folds 10 --seed 0 --selection paper --models hybrid,fmcnn,corr,svm \
+  --shifts "$SHIFTS" --cached-only --out "$OUT/paper-v4-1x10.json" --cache "${TMPDIR:-/tmp}/paper-v4-all.folds.jsonl"
 "$PY" -m trainer.cli report $(for f in "$OUT"/*x10.json; do echo --cv "$f"; done) --out bench/results/figures

@@ -61,6 +61,10 @@ CAPTIONS = {
     "match; FMCNN, correlation and SVM on the same 10 folds (one repeat of the min8 folds above).",
     "paper-v3-1x10": "The same recipe on the paper selection, 10-fold stratified (resumable per fold: a partial "
     "run says how many folds are done).",
+    "paper-v4-1x10": "The paper selection, 10-fold stratified, since 2026-12-04: the hybrid (v2) is built on the "
+    "fold's own FMCNN (the fmcnn row's model) and fits its fusion on that FMCNN's early-stopping specimens against the "
+    "training fold without only the spectrum itself, as this protocol's test spectra see it; FMCNN, correlation and "
+    "SVM on the same folds (SVM and correlation folds 0-1 from the v3 run: same folds and fingerprint).",
     "min8-augmentation-1x10": "What the instrument-like augmentation costs on clean library spectra (same folds as the "
     "first repeat above).",
     "paper-specimen-valsplit-1x10": "Early stopping on held-out specimens (fmcnn_specimen_val) vs random held-out "
@@ -104,6 +108,7 @@ def headlines() -> list[str]:
         "cv/paper-specimen-v3-1x10.json",
         "cv/min8-v3-1x10.json",
         "cv/paper-v3-1x10.json",
+        "cv/paper-v4-1x10.json",
     ):
         cv = _load(name)
         if cv:
