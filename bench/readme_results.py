@@ -127,7 +127,7 @@ def headlines() -> list[str]:
             else:  # a partial run: say how many folds each mean is over
                 head, fmt = "partial run", "{m} {a:.3f} ({n} folds)"
             lines.append(
-                f"- **{cv['config']['selection']}**, {proto}, {head}: "
+                f"- **{cv['config']['selection']}**, {proto}, {head} (`{Path(name).stem}`): "
                 + ", ".join(fmt.format(m=m, a=s[m]["accuracy_mean"], n=int(s[m]["n_folds"])) for m in ranked)
                 + " (paper: FMCNN 0.988, SVM 0.964 on its 196-class oriented subset)"
             )
