@@ -198,6 +198,45 @@ def hybrid_scores(
     model = fold_fmcnn(X_train, y_train, n_classes, cfg, groups, ctx)
     # The rows train_fmcnn held out for early stopping (its first draw from this stream).
     is_cal = validation_rows(y_train, cfg, np.random.default_rng(cfg.seed), groups)
+    return _fused_on(model, is_cal, X_train, y_train, X_test, n_classes, groups, ctx)
+
+
+def hybrid_cal_scores(
+    X_train: NDArray[np.float32],
+    y_train: NDArray[np.int64],
+    X_test: NDArray[np.float32],
+    n_classes: int,
+    seed: int,
+    groups: NDArray[Any] | None = None,
+    ctx: Any = None,
+) -> NDArray[np.float64]:
+    """`trainer cv` model: as `hybrid_scores`, but the CNN is trained without a calibration
+    tenth of the specimens (`trainer export`'s split: they see neither the gradient nor early
+    stopping) and the fusion is fitted on them, hidden as the protocol hides a test spectrum.
+    Costs a second CNN per fold (kept in `ctx.model_dir` under its own name)."""
+    from trainer.fmcnn import CALIB_FRACTION, TrainConfig, calibration_rows
+    from trainer.models import fold_fmcnn
+
+    if groups is None:
+        groups = np.arange(y_train.size)
+    is_cal = calibration_rows(y_train, groups, CALIB_FRACTION, seed)
+    cfg = TrainConfig(seed=seed)
+    model = fold_fmcnn(X_train[~is_cal], y_train[~is_cal], n_classes, cfg, groups[~is_cal], ctx, kind="fmcnn-cal")
+    return _fused_on(model, is_cal, X_train, y_train, X_test, n_classes, groups, ctx)
+
+
+def _fused_on(
+    model: Any,
+    is_cal: NDArray[np.bool_],
+    X_train: NDArray[np.float32],
+    y_train: NDArray[np.int64],
+    X_test: NDArray[np.float32],
+    n_classes: int,
+    groups: NDArray[Any],
+    ctx: Any,
+) -> NDArray[np.float64]:
+    """Fused probabilities of X_test: library = the whole training fold, fusion fitted on the
+    `is_cal` rows, each scored against the library without what the protocol hides."""
     labels = tuple(str(i) for i in range(n_classes))
 
     def log_p(X: NDArray[np.float32]) -> NDArray[np.float64]:

@@ -177,12 +177,15 @@ def fold_fmcnn(
     cfg: Any,
     groups: Groups | None = None,
     ctx: FoldContext | None = None,
+    *,
+    kind: str = "fmcnn",
 ) -> Any:
     """The fold's FMCNN trained with `cfg` (trainer.fmcnn.TrainConfig), or the one an earlier
-    model of the same fold kept in `ctx.model_dir` (same data, fold and training config)."""
+    model of the same fold kept in `ctx.model_dir` (same data, fold, training config and
+    `kind`: which rows of the fold it was trained on)."""
     from trainer.fmcnn import train_fmcnn
 
-    path = ctx.model_path("fmcnn", _train_identity(cfg)) if ctx is not None else None
+    path = ctx.model_path(kind, _train_identity(cfg)) if ctx is not None else None
     if path is not None and path.exists():
         import keras
 
@@ -274,5 +277,12 @@ MODELS["hybrid"] = _lazy(
     "hybrid_scores",
     identity="hybrid v2: the fold's FMCNN; fusion fitted on its early-stopping specimens against the training "
     "fold without what the protocol holds out; weights by log loss; aligned CNN (3)",
+)
+# The export's own split inside each fold: a CNN trained without calibration specimens, the
+# fusion fitted on them (hidden as the protocol hides a test spectrum). A second CNN per fold.
+MODELS["hybrid_cal"] = _lazy(
+    "hybrid_cal_scores",
+    identity="hybrid_cal: FMCNN trained without calibration specimens (0.1); fusion fitted on them against the "
+    "training fold without what the protocol holds out; weights by log loss; aligned CNN (3)",
 )
 MODELS["corr_lag"] = _lazy("corr_lag_scores")

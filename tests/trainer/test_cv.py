@@ -131,8 +131,9 @@ def test_shifted_test_folds_are_scored_by_the_same_fit(small, tmp_path: Path) ->
 
 
 def test_hybrid_is_built_on_the_folds_own_fmcnn(small, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """With a model directory, fmcnn and the hybrid share one trained CNN per fold, and a
-    resumed run (another cache) trains nothing again."""
+    """With a model directory, fmcnn and the hybrid share one trained CNN per fold (hybrid_cal
+    trains its own, without the calibration specimens), and a resumed run (another cache)
+    trains nothing again."""
     pytest.importorskip("tensorflow")
     import trainer.fmcnn as fm
 
@@ -145,17 +146,19 @@ def test_hybrid_is_built_on_the_folds_own_fmcnn(small, tmp_path: Path, monkeypat
 
     monkeypatch.setattr(fm, "train_fmcnn", counting)
     models = tmp_path / "models"
-    cfg = CVConfig(models=("fmcnn", "hybrid", "corr"), folds=2, repeats=1, seed=0)
+    cfg = CVConfig(models=("fmcnn", "hybrid", "hybrid_cal", "corr"), folds=2, repeats=1, seed=0)
     results = run_cv(small, cfg, cache=tmp_path / "a.jsonl", model_dir=models)
-    assert len(trained) == 2 and len(list(models.glob("*.keras"))) == 2
+    assert len(trained) == 4 and len(list(models.glob("*.keras"))) == 4
+    assert len(list(models.glob("*-fmcnn-cal-*.keras"))) == 2
     by = {(r.model, r.fold): r for r in results}
     for fold in range(2):
         # The hybrid holds the FMCNN's evidence and the library's: never below chance, and
         # its probabilities are calibrated enough to report an ECE.
-        assert by[("hybrid", fold)].ece is not None
-        assert by[("hybrid", fold)].accuracy >= min(by[("fmcnn", fold)].accuracy, by[("corr", fold)].accuracy) - 0.1
+        for name in ("hybrid", "hybrid_cal"):
+            assert by[(name, fold)].ece is not None
+            assert by[(name, fold)].accuracy >= min(by[("fmcnn", fold)].accuracy, by[("corr", fold)].accuracy) - 0.1
     again = run_cv(
         small, CVConfig(models=("hybrid",), folds=2, repeats=1, seed=0), cache=tmp_path / "b.jsonl", model_dir=models
     )
-    assert len(trained) == 2  # loaded, not retrained
+    assert len(trained) == 4  # loaded, not retrained
     assert [r.accuracy for r in again] == [by[("hybrid", f)].accuracy for f in range(2)]
