@@ -273,8 +273,13 @@ class ReferenceLibrary:
     def similarities(self, values: NDArray[np.floating]) -> tuple[NDArray[np.float32], NDArray[np.int32]]:
         """Shift-tolerant correlation of one preprocessed spectrum with every reference.
 
-        Returns (similarity, lag) per reference; references outside the refined set carry
-        their coarse-screen similarity (a lower-resolution estimate of the same quantity)."""
+        Returns (similarity, lag) per reference. References outside the refined set carry
+        their coarse-screen similarity, capped at the lowest refined one: block averaging
+        smooths away pixel noise, so on a noisy spectrum a coarse similarity reads higher than
+        the full-resolution one of the same reference, and uncapped it outranked the refined
+        references (at a fluorescence background 10x the strongest band, 30 of the shipped
+        bundle's 238 calibration spectra were matched to a reference that was never re-scored;
+        correlation top-1 0.634 uncapped, 0.672 capped; clean spectra: none, unchanged)."""
         x = np.asarray(values, np.float32)
         if x.shape != (self.grid_n,):
             raise LibraryError(f"spectrum has {x.shape} points, the library grid {self.grid_n}")
@@ -294,7 +299,10 @@ class ReferenceLibrary:
             fine *= d.a[top, None]
             fine += d.b[top, None] * zl.sum(axis=1)[None, :]
             best = fine.argmax(axis=1)
-            sim[top] = fine[np.arange(k), best]
+            refined = fine[np.arange(k), best]
+            # The screen ranked these below every refined reference: keep that order.
+            np.minimum(sim, refined.min(), out=sim)
+            sim[top] = refined
             lag[top] = best - p.max_lag_pts
         return sim.astype(np.float32, copy=False), lag
 

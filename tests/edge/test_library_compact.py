@@ -67,6 +67,20 @@ def test_int8_search_equals_float_correlation() -> None:
         assert int(np.argmax(sim)) == i and lag[i] == -5
 
 
+def test_noisy_query_is_matched_on_full_resolution_similarities() -> None:
+    """Block averaging smooths noise away, so a noisy query's coarse-screen similarities read
+    high; the winner (and everything above the refined set's floor) must be a re-scored one."""
+    X = _spectra(n=300, g=400, seed=3)
+    lib = build_library(("a", "b", "c"), np.arange(300) % 3, [f"R{i}" for i in range(300)], np.zeros(300), X)
+    rng = np.random.default_rng(5)
+    for i in range(0, 300, 10):
+        x = X[i] + rng.normal(0, 0.6, X.shape[1]).astype(np.float32)
+        sim, _ = lib.similarities(x)
+        exact = _exact_similarities(X, x, lib.params.max_lag_pts)
+        order = np.argsort(-sim)[: lib.params.n_refine // 2]
+        np.testing.assert_allclose(sim[order], exact[order], atol=3e-3)
+
+
 def test_saved_library_is_uncompressed_mapped_and_small(tmp_path: Path) -> None:
     X = _spectra(n=200, g=1360)
     e = np.random.default_rng(1).normal(size=(200, 32))
