@@ -51,3 +51,16 @@ cat "$OUT/paper-v4.folds.jsonl" "$OUT/paper-v4-svm.folds.jsonl" "$OUT/paper-v4-c
 "$PY" -m trainer.cli cv --repeats 1 --folds 10 --seed 0 --selection paper --models hybrid_cal,hybrid,fmcnn,corr,svm \
   --shifts "$SHIFTS" --cached-only --out "$OUT/paper-v4-1x10.json" --cache "${TMPDIR:-/tmp}/paper-v4-all.folds.jsonl"
 "$PY" -m trainer.cli report $(for f in "$OUT"/*x10.json; do echo --cv "$f"; done) --out bench/results/figures
+# Grouped by specimen, v4 hybrids (2026-12-05): hybrid and hybrid_cal in their own cache (their
+# CNNs kept in MODEL_DIR); fmcnn, corr and svm come from the v3 grouped cache (same folds, same
+# FMCNN recipe), whose v1 hybrid rows are left out.
+"$PY" -m trainer.cli cv --repeats 1 --folds 10 --seed 0 --selection paper --group-by specimen --models hybrid,hybrid_cal \
+  --shifts "$SHIFTS" --model-dir "$MODEL_DIR/paper-specimen" --out "${TMPDIR:-/tmp}/paper-specimen-v4.json" \
+  --cache "$OUT/paper-specimen-v4.folds.jsonl" $CV_ARGS
+"$PY" -c "import json,sys; [sys.stdout.write(l) for l in open('$OUT/paper-specimen-v2.folds.jsonl') if json.loads(l)['model'] != 'hybrid']" \
+  > "${TMPDIR:-/tmp}/paper-specimen-v4-all.folds.jsonl"
+cat "$OUT/paper-specimen-v4.folds.jsonl" >> "${TMPDIR:-/tmp}/paper-specimen-v4-all.folds.jsonl"
+"$PY" -m trainer.cli cv --repeats 1 --folds 10 --seed 0 --selection paper --group-by specimen \
+  --models hybrid,hybrid_cal,fmcnn,corr,svm --shifts "$SHIFTS" --cached-only \
+  --out "$OUT/paper-specimen-v4-1x10.json" --cache "${TMPDIR:-/tmp}/paper-specimen-v4-all.folds.jsonl"
+"$PY" -m trainer.cli report $(for f in "$OUT"/*x10.json; do echo --cv "$f"; done) --out bench/results/figures
