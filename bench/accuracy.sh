@@ -50,7 +50,6 @@ wait
 cat "$OUT/paper-v4.folds.jsonl" "$OUT/paper-v4-svm.folds.jsonl" "$OUT/paper-v4-cal.folds.jsonl" > "${TMPDIR:-/tmp}/paper-v4-all.folds.jsonl"
 "$PY" -m trainer.cli cv --repeats 1 --folds 10 --seed 0 --selection paper --models hybrid_cal,hybrid,fmcnn,corr,svm \
   --shifts "$SHIFTS" --cached-only --out "$OUT/paper-v4-1x10.json" --cache "${TMPDIR:-/tmp}/paper-v4-all.folds.jsonl"
-"$PY" -m trainer.cli report $(for f in "$OUT"/*x10.json; do echo --cv "$f"; done) --out bench/results/figures
 # Grouped by specimen, v4 hybrids (2026-12-05): hybrid and hybrid_cal in their own cache (their
 # CNNs kept in MODEL_DIR); fmcnn, corr and svm come from the v3 grouped cache (same folds, same
 # FMCNN recipe), whose v1 hybrid rows are left out.
