@@ -42,6 +42,7 @@ def _rss_kb() -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--note", default="", help="how the machine was held during the run (goes into the table)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = ap.parse_args()
     ds = build_dataset(DEFAULT_RRUFF_PATH, "paper")
@@ -92,6 +93,7 @@ def main() -> None:
         "spectra_memory_mapped": isinstance(lib.spectra_q, np.memmap),
         "rss_growth_kb": {"load": rss_load, "after_queries": rss_after},
         "goal_ms_p50": 1.0,
+        "note": args.note,
         "machine": machine_info(),
     }
     md = "\n".join(
@@ -99,8 +101,9 @@ def main() -> None:
             "# Hybrid latency per spectrum (bench/hybrid_latency.py)",
             "",
             f"Library of {len(lib)} references ({ds.n_classes} classes), {args.n} queries shifted +-15 cm-1, "
-            f"one thread; load average {res['machine'].get('loadavg_start')} at start (2 cores shared with "
-            "training jobs).",
+            f"one thread; load average {res['machine'].get('loadavg_start')} at start (the machine has "
+            f"{res['machine'].get('nproc', '?')} cores; other jobs on them inflate every percentile). "
+            + args.note,
             "",
             f"Library files (format 2, int8 + per-row scale, 96-d int8 embedding): library.npz "
             f"{size['library.npz'] / 1e6:.2f} MB, library.json {size['library.json'] / 1e3:.0f} KB. Loaded: "
