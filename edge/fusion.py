@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from edge.alignment import CNN_VIEWS
 from edge.errors import BundleError
 
 #: log p floor: an int8 softmax reads exactly 0 below its 1/256 step.
@@ -55,6 +56,9 @@ class FusionParams:
     #: Move the spectrum by its best library match's lag before the CNN when |lag| >= this many
     #: grid points (edge.alignment); 0 = never (bundles fitted before it).
     align_min_lag_pts: int = 0
+    #: "moved": the CNN and the embedding see only the moved spectrum; "both": a moved spectrum
+    #: is scored unmoved too and each class keeps its better score (edge.alignment.better_view).
+    cnn_views: str = "moved"
     #: Parameters for spectra whose measured SNR (edge.preprocess: strongest band over pixel
     #: noise) is below `noisy_below_snr`; None or 0: these parameters serve every SNR.
     noisy: FusionParams | None = None
@@ -88,7 +92,13 @@ class FusionParams:
         try:
             p = cls(
                 **{
-                    k: (str(v) if k == "unknown_score" else int(v) if k == "align_min_lag_pts" else float(v))
+                    k: (
+                        str(v)
+                        if k in ("unknown_score", "cnn_views")
+                        else int(v)
+                        if k == "align_min_lag_pts"
+                        else float(v)
+                    )
                     for k, v in raw.items()
                     if k in cls.__dataclass_fields__ and k != "noisy"
                 }
@@ -97,6 +107,8 @@ class FusionParams:
             raise BundleError(f"manifest fusion section malformed ({err})") from err
         if p.unknown_score not in UNKNOWN_SCORES:
             raise BundleError(f"manifest fusion unknown_score must be one of {UNKNOWN_SCORES}, got {p.unknown_score!r}")
+        if p.cnn_views not in CNN_VIEWS:
+            raise BundleError(f"manifest fusion cnn_views must be one of {CNN_VIEWS}, got {p.cnn_views!r}")
         if p.align_min_lag_pts < 0:
             raise BundleError(f"manifest fusion align_min_lag_pts must be >= 0, got {p.align_min_lag_pts}")
         if p.temperature <= 0:

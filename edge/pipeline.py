@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from edge.alignment import aligned
+from edge.alignment import aligned, better_view
 from edge.bundle import Bundle, load_deconv_weights
 from edge.classifier import Classifier, Prediction
 from edge.deconv import DeconvWeights, Peak, attribution, top_peaks
@@ -163,14 +163,25 @@ class Analyzer:
         params = self.fusion.for_snr(snr)
         x, moved = aligned(values, sim, lag, params.align_min_lag_pts)
         pred = self.classifier.classify(x, k=1)
-        log_p = np.log(np.maximum(pred.probabilities.astype(np.float64), 1e-12))
-        emb = None
-        # Bundles whose model exports an embedding (issue 11) add the embedding search;
-        # a model without one (the older shipped int8 model) simply skips this term.
-        if pred.embedding is not None and lib.has_embedding:
-            emb = lib.per_class(lib.embedding_similarities(pred.embedding))
+        log_p, emb = self._cnn_scores(pred, lib)
+        if moved and params.cnn_views == "both":
+            # The unmoved spectrum too; each class keeps its better score (edge.alignment).
+            lp0, emb0 = self._cnn_scores(self.classifier.classify(values, k=1), lib)
+            log_p = better_view(log_p, lp0)
+            if emb is not None and emb0 is not None:
+                emb = better_view(emb, emb0).astype(np.float32)
         f = fuse(params, len(lib.minerals), log_p, corr, emb, k=kk)
         return Evidence(pred, sim, lag, corr, emb, f, moved)
+
+    @staticmethod
+    def _cnn_scores(pred: Prediction, lib: ReferenceLibrary) -> tuple[NDArray[np.float64], NDArray[np.float32] | None]:
+        """(CNN log p, best embedding similarity per class or None) of one prediction.
+        Bundles whose model exports an embedding (issue 11) add the embedding search; a model
+        without one (the older shipped int8 model) simply skips this term."""
+        log_p = np.log(np.maximum(pred.probabilities.astype(np.float64), 1e-12))
+        if pred.embedding is None or not lib.has_embedding:
+            return log_p, None
+        return log_p, lib.per_class(lib.embedding_similarities(pred.embedding))
 
     def identify(
         self, values: NDArray[np.float32], snr: float | None = None

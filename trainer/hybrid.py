@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from edge.alignment import aligned
+from edge.alignment import aligned, better_view
 from edge.fusion import FusionParams, fused_logits, softmax
 from edge.library import ReferenceLibrary
 from trainer.library_build import library_from_arrays
@@ -47,6 +47,11 @@ from trainer.temperature import fit_temperature, reliability
 #: same (0.762 / 0.748 / 0.720), and keeping the more confident of the moved and unmoved CNN
 #: answers less (0.771 / 0.724 / 0.673).
 ALIGN_MIN_LAG_PTS = 3
+
+#: edge.alignment.CNN_VIEWS: a moved spectrum is scored moved and unmoved, each class keeping
+#: the better score. Chosen on the early-stopping specimens of grouped CV training folds
+#: (never their test folds); edge/alignment.py has the numbers.
+CNN_VIEWS = "both"
 
 W_GRID = (0.0, 5.0, 10.0, 20.0, 30.0, 50.0, 80.0, 120.0, 200.0)
 
@@ -62,21 +67,36 @@ def library_scores(
     n_classes: int,
     align_min_lag_pts: int = 0,
     hide: NDArray[np.bool_] | None = None,
-) -> tuple[NDArray[np.float64], NDArray[np.float32]]:
-    """(best correlation per class, the CNN's input) for every row, as edge.pipeline.Analyzer
-    computes them: the CNN input is the row moved onto its best match (edge.alignment).
+) -> tuple[NDArray[np.float64], NDArray[np.float32], NDArray[np.int32]]:
+    """(best correlation per class, the CNN's input, the lag it was moved by) for every row, as
+    edge.pipeline.Analyzer computes them: the CNN input is the row moved onto its best match
+    (edge.alignment).
 
     `hide[i]` (one row per query, one column per reference) marks references query i must not
     see (itself, or its specimen): they are dropped after the search, as if absent."""
     out = np.empty((X.shape[0], n_classes), np.float64)
     Xc = np.empty_like(X, dtype=np.float32)
+    moved = np.zeros(X.shape[0], np.int32)
     for i, x in enumerate(X):
         sim, lag = lib.similarities(x)
         if hide is not None:
             sim = np.where(hide[i], np.float32(-np.inf), sim)
         out[i] = lib.per_class(sim, n_classes)
-        Xc[i] = aligned(x, sim, lag, align_min_lag_pts)[0]
-    return out, Xc
+        Xc[i], moved[i] = aligned(x, sim, lag, align_min_lag_pts)
+    return out, Xc, moved
+
+
+def cnn_views(
+    score: Any, X: NDArray[np.float32], Xc: NDArray[np.float32], moved: NDArray[np.int32], views: str
+) -> NDArray[np.float64]:
+    """`score(rows) -> per-class scores` (CNN log p or embedding similarity per class) of the
+    CNN inputs `Xc`, with the rows that were moved also scored unmoved and each class keeping
+    its better score when `views` is "both" (edge.alignment.better_view, as the edge)."""
+    out = np.asarray(score(Xc), np.float64)
+    rows = np.flatnonzero(moved != 0)
+    if views == "both" and rows.size:
+        out[rows] = better_view(out[rows], score(X[rows]))
+    return out
 
 
 def _log_loss(p: NDArray[np.float64], y: NDArray[np.int64]) -> float:
@@ -124,6 +144,7 @@ def fit_fusion(
     emb: NDArray[np.float64] | None = None,
     keep_fraction: float = 0.95,
     align_min_lag_pts: int = 0,
+    cnn_views: str = "moved",
 ) -> tuple[FusionParams, dict[str, Any]]:
     """Fusion weights, temperature and unknown threshold from held-out rows (y = true class)."""
     n_classes = log_p.shape[1]
@@ -165,6 +186,7 @@ def fit_fusion(
         unknown_keep_fraction=keep_fraction,
         unknown_score=score,
         align_min_lag_pts=align_min_lag_pts,
+        cnn_views=cnn_views,
     )
     info = {
         "unknown_score_auroc_class_removed": aurocs,
@@ -255,17 +277,29 @@ def _fused_on(
         # (grouped) or only itself (stratified).
         key = groups if grouped else np.arange(y_train.size)
         hide = key[cal][:, None] == key[None, :]
-        corr_v, Xv = library_scores(lib, X_train[cal], n_classes, ALIGN_MIN_LAG_PTS, hide)
+        Xcal = X_train[cal]
+        corr_v, Xv, mv = library_scores(lib, Xcal, n_classes, ALIGN_MIN_LAG_PTS, hide)
+
+        def emb_v(rows: NDArray[np.float32]) -> NDArray[np.float64]:
+            # Each query row's own hidden references; cnn_views passes the moved rows' subset.
+            h = hide if rows.shape[0] == hide.shape[0] else hide[mv != 0]
+            return emb_per_class(lib, keras_embeddings(model, rows), n_classes, h)
+
         params, _ = fit_fusion(
-            log_p(Xv),
+            cnn_views(log_p, Xcal, Xv, mv, CNN_VIEWS),
             corr_v,
             y_train[cal],
-            emb_per_class(lib, keras_embeddings(model, Xv), n_classes, hide),
+            cnn_views(emb_v, Xcal, Xv, mv, CNN_VIEWS),
             align_min_lag_pts=ALIGN_MIN_LAG_PTS,
+            cnn_views=CNN_VIEWS,
         )
-    corr_t, Xt = library_scores(lib, X_test, n_classes, params.align_min_lag_pts)
-    emb = emb_per_class(lib, keras_embeddings(model, Xt), n_classes) if params.w_emb else None
-    s = fused_logits(params, n_classes, log_p(Xt), corr_t, emb)
+    corr_t, Xt, mt = library_scores(lib, X_test, n_classes, params.align_min_lag_pts)
+    emb = None
+    if params.w_emb:
+        emb = cnn_views(
+            lambda rows: emb_per_class(lib, keras_embeddings(model, rows), n_classes), X_test, Xt, mt, params.cnn_views
+        )
+    s = fused_logits(params, n_classes, cnn_views(log_p, X_test, Xt, mt, params.cnn_views), corr_t, emb)
     return softmax(s, params.temperature)
 
 
@@ -370,25 +404,37 @@ def fit_hybrid(
     training never saw) through the edge's own int8 model `clf` and library search `lib`, with
     the CNN log-probabilities at the bundle's own temperature (the manifest's `temperature`,
     which the edge applies before fusing)."""
-    comps = fusion_inputs(clf, lib, cnn_temperature, ALIGN_MIN_LAG_PTS)
+    comps = fusion_inputs(clf, lib, cnn_temperature, ALIGN_MIN_LAG_PTS, CNN_VIEWS)
     log_p, corr, emb = comps(heldout.X)
-    params, info = fit_fusion(log_p, corr, heldout.y, emb, align_min_lag_pts=ALIGN_MIN_LAG_PTS)
+    params, info = fit_fusion(log_p, corr, heldout.y, emb, align_min_lag_pts=ALIGN_MIN_LAG_PTS, cnn_views=CNN_VIEWS)
     info["cnn_temperature"] = float(cnn_temperature)
     if emb is not None:
         info["heldout_accuracy_emb"] = float((emb.argmax(axis=1) == heldout.y).mean())
     return params, info
 
 
-def fusion_inputs(clf: Any, lib: ReferenceLibrary, cnn_temperature: float, align_min_lag_pts: int) -> Any:
+def fusion_inputs(
+    clf: Any, lib: ReferenceLibrary, cnn_temperature: float, align_min_lag_pts: int, views: str = "moved"
+) -> Any:
     """`values (n, grid) -> (CNN log p, correlation per class, embedding per class or None)`,
     as the edge computes them (edge.pipeline.Analyzer.evidence), for many rows at once."""
     n = len(clf.bundle.labels)
 
-    def comps(X: NDArray[np.float32]) -> tuple[Any, Any, Any]:
-        corr, X_cnn = library_scores(lib, X, n, align_min_lag_pts)
-        logits, emb_h = edge_outputs(clf, X_cnn)
+    def cnn(X: NDArray[np.float32]) -> tuple[NDArray[np.float64], NDArray[np.float64] | None]:
+        logits, emb_h = edge_outputs(clf, X)
         log_p = np.log(np.maximum(softmax(logits, float(cnn_temperature)), 1e-12))
         emb = emb_per_class(lib, emb_h, n) if (emb_h is not None and lib.has_embedding) else None
+        return log_p, emb
+
+    def comps(X: NDArray[np.float32]) -> tuple[Any, Any, Any]:
+        corr, X_cnn, moved = library_scores(lib, X, n, align_min_lag_pts)
+        log_p, emb = cnn(X_cnn)
+        rows = np.flatnonzero(moved != 0)
+        if views == "both" and rows.size:
+            lp0, emb0 = cnn(X[rows])
+            log_p[rows] = better_view(log_p[rows], lp0)
+            if emb is not None and emb0 is not None:
+                emb[rows] = better_view(emb[rows], emb0)
         return log_p, corr, emb
 
     return comps
@@ -406,7 +452,7 @@ def fit_noisy_fusion(bundle_dir: Any, calibration: Any, seed: int = 0) -> tuple[
     clean = replace(an.fusion, noisy=None, noisy_below_snr=0.0)
     assert an.library is not None
     t_cnn = an.classifier.temperature if an.classifier.temperature is not None else 1.0
-    comps = fusion_inputs(an.classifier, an.library, t_cnn, clean.align_min_lag_pts)
+    comps = fusion_inputs(an.classifier, an.library, t_cnn, clean.align_min_lag_pts, clean.cnn_views)
     return fit_noisy(clean, comps, an, calibration.X, calibration.y, seed)
 
 

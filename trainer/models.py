@@ -276,13 +276,14 @@ def _lazy(attr: str, identity: str = "") -> ModelFn:
 MODELS["hybrid"] = _lazy(
     "hybrid_scores",
     identity="hybrid v2: the fold's FMCNN; fusion fitted on its early-stopping specimens against the training "
-    "fold without what the protocol holds out; weights by log loss; aligned CNN (3)",
+    "fold without what the protocol holds out; weights by log loss; aligned CNN (3); better of moved and unmoved views",
 )
 # The export's own split inside each fold: a CNN trained without calibration specimens, the
 # fusion fitted on them (hidden as the protocol hides a test spectrum). A second CNN per fold.
 MODELS["hybrid_cal"] = _lazy(
     "hybrid_cal_scores",
     identity="hybrid_cal: FMCNN trained without calibration specimens (0.1); fusion fitted on them against the "
-    "training fold without what the protocol holds out; weights by log loss; aligned CNN (3)",
+    "training fold without what the protocol holds out; weights by log loss; aligned CNN (3); better of moved "
+    "and unmoved views",
 )
 MODELS["corr_lag"] = _lazy("corr_lag_scores")

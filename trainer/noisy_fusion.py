@@ -110,7 +110,9 @@ def fit_noisy(
             tried[f"{thr:g}"] = {"n_below": int(low.sum())}
             continue
         sub = tuple(None if c is None else c[low] for c in comps)
-        noisy, _ = fit_fusion(sub[0], sub[1], yr[low], sub[2], align_min_lag_pts=clean.align_min_lag_pts)
+        noisy, _ = fit_fusion(
+            sub[0], sub[1], yr[low], sub[2], align_min_lag_pts=clean.align_min_lag_pts, cnn_views=clean.cnn_views
+        )
         pooled = float(np.mean(np.where(low, 0.0, nll_clean)) + np.sum(_nll(noisy, sub, yr[low])) / yr.size)
         tried[f"{thr:g}"] = {"n_below": int(low.sum()), "log_loss": round(pooled, 4)}
         if best is None or pooled < best[0]:

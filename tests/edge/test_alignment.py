@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from edge.alignment import aligned, match_lag, move_by
+from edge.alignment import aligned, better_view, match_lag, move_by
 from edge.bundle import load_bundle
 from edge.library import build_library
 from edge.pipeline import Analyzer
@@ -80,3 +80,35 @@ def test_the_analyzer_classifies_the_aligned_spectrum(quartz_calcite) -> None:  
     ev0 = an.evidence(off)
     assert ev0.aligned_lag_pts == 0
     assert np.array_equal(ev0.prediction.probabilities, an.classifier.classify(off, k=1).probabilities)
+
+
+def test_better_view_keeps_each_class_its_higher_score() -> None:
+    moved = np.array([-1.0, -5.0, -np.inf, 0.2])
+    unmoved = np.array([-3.0, -2.0, -np.inf, np.nan])
+    assert np.array_equal(better_view(moved, unmoved)[:2], [-1.0, -2.0])
+    out = better_view(moved, unmoved)
+    assert out[2] == -np.inf and out[3] == 0.2  # a class absent from one view keeps the other's
+
+
+def test_both_views_score_each_class_by_the_better_of_moved_and_unmoved(quartz_calcite) -> None:  # type: ignore[no-untyped-def]
+    rows, names, ids = quartz_calcite
+    minerals = tuple(sorted(set(names)))
+    lib = build_library(minerals, [minerals.index(n) for n in names], ids, np.zeros(len(rows)), np.stack(rows))
+    an = Analyzer(load_bundle(), library=lib, use_bundle_library=False)
+    off = move_by(rows[0], 12)
+    an.fusion = dataclasses.replace(an.fusion, align_min_lag_pts=3, cnn_views="moved", w_emb=0.0, w_corr=0.0)
+    moved_only = an.evidence(off).fused
+    an.fusion = dataclasses.replace(an.fusion, cnn_views="both")
+    ev = an.evidence(off)
+    assert ev.aligned_lag_pts == -12 and ev.fused is not None and moved_only is not None
+    lp = [
+        np.log(np.maximum(an.classifier.classify(x, k=1).probabilities.astype(np.float64), 1e-12))
+        for x in (aligned(off, ev.sim, ev.lag, 3)[0], off)
+    ]  # type: ignore[arg-type]
+    n = len(an.bundle.labels)
+    expect = np.maximum(np.maximum(lp[0], lp[1]), np.log(1e-4))  # edge.fusion's log p floor
+    got = np.log(ev.fused.probabilities[:n]) * an.fusion.temperature
+    # Fused logits = w_cnn * log p (the only term here), up to softmax's constant.
+    assert np.allclose(got - got.max(), expect - expect.max(), atol=1e-6)
+    if not np.allclose(lp[0], lp[1]):
+        assert not np.allclose(ev.fused.probabilities, moved_only.probabilities)

@@ -51,6 +51,15 @@ def test_manifest_round_trip_and_refusal() -> None:
         FusionParams.from_manifest({"fusion": {"w_cnn": "x"}})
 
 
+def test_cnn_views_round_trip_default_and_refusal() -> None:
+    both = FusionParams(align_min_lag_pts=3, cnn_views="both")
+    assert FusionParams.from_manifest({"fusion": both.to_dict()}) == both
+    # Bundles fitted before the key existed score the moved spectrum only, as they were fitted.
+    assert FusionParams.from_manifest({"fusion": {"w_corr": 20}}).cnn_views == "moved"  # type: ignore[union-attr]
+    with pytest.raises(BundleError, match="cnn_views"):
+        FusionParams.from_manifest({"fusion": {"cnn_views": "all"}})
+
+
 def test_noisy_spectra_get_their_own_parameters() -> None:
     noisy = FusionParams(w_cnn=1, w_corr=200, temperature=3)
     p = FusionParams(w_cnn=1, w_corr=0, noisy=noisy, noisy_below_snr=25)
