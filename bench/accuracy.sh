@@ -62,4 +62,16 @@ cat "$OUT/paper-specimen-v4.folds.jsonl" >> "${TMPDIR:-/tmp}/paper-specimen-v4-a
 "$PY" -m trainer.cli cv --repeats 1 --folds 10 --seed 0 --selection paper --group-by specimen \
   --models hybrid,hybrid_cal,fmcnn,corr,svm --shifts "$SHIFTS" --cached-only \
   --out "$OUT/paper-specimen-v4-1x10.json" --cache "${TMPDIR:-/tmp}/paper-specimen-v4-all.folds.jsonl"
+# v5 (2026-12-05): the hybrid scores a moved spectrum moved and unmoved (fusion cnn_views "both").
+# Per protocol: fmcnn and hybrid in one cache (the hybrid built on the fold's FMCNN kept in
+# MODEL_DIR); corr and SVM from the earlier caches of the same folds (same fingerprint).
+"$PY" -m trainer.cli cv --repeats 1 --folds 10 --seed 0 --selection paper --group-by specimen --models fmcnn,hybrid \
+  --shifts "$SHIFTS" --model-dir "$MODEL_DIR/paper-specimen" --out "${TMPDIR:-/tmp}/paper-specimen-v5.json" \
+  --cache "$OUT/paper-specimen-v5.folds.jsonl" $CV_ARGS
+"$PY" -c "import json,sys; [sys.stdout.write(l) for l in open('$OUT/paper-specimen-v2.folds.jsonl') if json.loads(l)['model'] in ('corr', 'svm')]" \
+  > "${TMPDIR:-/tmp}/paper-specimen-v5-all.folds.jsonl"
+cat "$OUT/paper-specimen-v5.folds.jsonl" >> "${TMPDIR:-/tmp}/paper-specimen-v5-all.folds.jsonl"
+"$PY" -m trainer.cli cv --repeats 1 --folds 10 --seed 0 --selection paper --group-by specimen \
+  --models hybrid,fmcnn,corr,svm --shifts "$SHIFTS" --cached-only \
+  --out "$OUT/paper-specimen-v5-1x10.json" --cache "${TMPDIR:-/tmp}/paper-specimen-v5-all.folds.jsonl"
 "$PY" -m trainer.cli report $(for f in "$OUT"/*x10.json; do echo --cv "$f"; done) --out bench/results/figures

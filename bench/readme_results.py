@@ -72,6 +72,11 @@ CAPTIONS = {
     "fold's own FMCNN (the fmcnn row's model) and fits its fusion on that FMCNN's early-stopping specimens against the "
     "training fold without only the spectrum itself, as this protocol's test spectra see it; FMCNN, correlation and "
     "SVM on the same folds (SVM and correlation folds 0-1 from the v3 run: same folds and fingerprint).",
+    "paper-specimen-v5-1x10": "Grouped by specimen since 2026-12-05: the hybrid scores a spectrum it moved onto its "
+    "best library match both moved and unmoved, each class keeping its better CNN and embedding score (fusion "
+    "cnn_views 'both', chosen on the early-stopping specimens of these training folds). FMCNN and hybrid in one run "
+    "(each fold's FMCNN trained once, the hybrid built on it); correlation and SVM from the v2 run's folds (same "
+    "folds and fingerprint).",
     "min8-augmentation-1x10": "What the instrument-like augmentation costs on clean library spectra (same folds as the "
     "first repeat above).",
     "paper-specimen-valsplit-1x10": "Early stopping on held-out specimens (fmcnn_specimen_val) vs random held-out "
