@@ -88,15 +88,19 @@ def library_scores(
 
 def cnn_views(
     score: Any, X: NDArray[np.float32], Xc: NDArray[np.float32], moved: NDArray[np.int32], views: str
-) -> NDArray[np.float64]:
-    """`score(rows) -> per-class scores` (CNN log p or embedding similarity per class) of the
-    CNN inputs `Xc`, with the rows that were moved also scored unmoved and each class keeping
-    its better score when `views` is "both" (edge.alignment.better_view, as the edge)."""
-    out = np.asarray(score(Xc), np.float64)
+) -> tuple[NDArray[np.float64] | None, ...]:
+    """`score(rows, index) -> per-class scores` (a tuple: CNN log p, embedding similarity per
+    class, ...; None for a term that is absent) of the CNN inputs `Xc`, with the rows that were
+    moved also scored unmoved and each class keeping its better score when `views` is "both"
+    (edge.alignment.better_view, as the edge). `index`: the query rows scored, for a score that
+    needs per-query data (e.g. the references each query must not see)."""
+    out = [None if a is None else np.asarray(a, np.float64) for a in score(Xc, np.arange(X.shape[0]))]
     rows = np.flatnonzero(moved != 0)
     if views == "both" and rows.size:
-        out[rows] = better_view(out[rows], score(X[rows]))
-    return out
+        for o, a in zip(out, score(X[rows], rows), strict=True):
+            if o is not None and a is not None:
+                o[rows] = better_view(o[rows], a)
+    return tuple(out)
 
 
 def _log_loss(p: NDArray[np.float64], y: NDArray[np.int64]) -> float:
@@ -280,26 +284,23 @@ def _fused_on(
         Xcal = X_train[cal]
         corr_v, Xv, mv = library_scores(lib, Xcal, n_classes, ALIGN_MIN_LAG_PTS, hide)
 
-        def emb_v(rows: NDArray[np.float32]) -> NDArray[np.float64]:
-            # Each query row's own hidden references; cnn_views passes the moved rows' subset.
-            h = hide if rows.shape[0] == hide.shape[0] else hide[mv != 0]
-            return emb_per_class(lib, keras_embeddings(model, rows), n_classes, h)
+        def scores_v(rows: NDArray[np.float32], idx: NDArray[np.int64]) -> tuple[Any, Any]:
+            emb = emb_per_class(lib, keras_embeddings(model, rows), n_classes, hide[idx])
+            return log_p(rows), emb
 
+        lp_v, emb_v = cnn_views(scores_v, Xcal, Xv, mv, CNN_VIEWS)
+        assert lp_v is not None
         params, _ = fit_fusion(
-            cnn_views(log_p, Xcal, Xv, mv, CNN_VIEWS),
-            corr_v,
-            y_train[cal],
-            cnn_views(emb_v, Xcal, Xv, mv, CNN_VIEWS),
-            align_min_lag_pts=ALIGN_MIN_LAG_PTS,
-            cnn_views=CNN_VIEWS,
+            lp_v, corr_v, y_train[cal], emb_v, align_min_lag_pts=ALIGN_MIN_LAG_PTS, cnn_views=CNN_VIEWS
         )
     corr_t, Xt, mt = library_scores(lib, X_test, n_classes, params.align_min_lag_pts)
-    emb = None
-    if params.w_emb:
-        emb = cnn_views(
-            lambda rows: emb_per_class(lib, keras_embeddings(model, rows), n_classes), X_test, Xt, mt, params.cnn_views
-        )
-    s = fused_logits(params, n_classes, cnn_views(log_p, X_test, Xt, mt, params.cnn_views), corr_t, emb)
+
+    def scores_t(rows: NDArray[np.float32], idx: NDArray[np.int64]) -> tuple[Any, Any]:
+        emb = emb_per_class(lib, keras_embeddings(model, rows), n_classes) if params.w_emb else None
+        return log_p(rows), emb
+
+    lp_t, emb_t = cnn_views(scores_t, X_test, Xt, mt, params.cnn_views)
+    s = fused_logits(params, n_classes, lp_t, corr_t, emb_t)
     return softmax(s, params.temperature)
 
 
@@ -428,13 +429,7 @@ def fusion_inputs(
 
     def comps(X: NDArray[np.float32]) -> tuple[Any, Any, Any]:
         corr, X_cnn, moved = library_scores(lib, X, n, align_min_lag_pts)
-        log_p, emb = cnn(X_cnn)
-        rows = np.flatnonzero(moved != 0)
-        if views == "both" and rows.size:
-            lp0, emb0 = cnn(X[rows])
-            log_p[rows] = better_view(log_p[rows], lp0)
-            if emb is not None and emb0 is not None:
-                emb[rows] = better_view(emb[rows], emb0)
+        log_p, emb = cnn_views(lambda rows, _idx: cnn(rows), X, X_cnn, moved, views)
         return log_p, corr, emb
 
     return comps
