@@ -50,28 +50,24 @@ wait
 cat "$OUT/paper-v4.folds.jsonl" "$OUT/paper-v4-svm.folds.jsonl" "$OUT/paper-v4-cal.folds.jsonl" > "${TMPDIR:-/tmp}/paper-v4-all.folds.jsonl"
 "$PY" -m trainer.cli cv --repeats 1 --folds 10 --seed 0 --selection paper --models hybrid_cal,hybrid,fmcnn,corr,svm \
   --shifts "$SHIFTS" --cached-only --out "$OUT/paper-v4-1x10.json" --cache "${TMPDIR:-/tmp}/paper-v4-all.folds.jsonl"
-# Grouped by specimen, v4 hybrids (2026-12-05): hybrid and hybrid_cal in their own cache (their
-# CNNs kept in MODEL_DIR); fmcnn, corr and svm come from the v3 grouped cache (same folds, same
+# Grouped by specimen, one version's models in their own cache (their CNNs kept in MODEL_DIR),
+# tabulated with the rows of the v2 grouped cache (same folds and fingerprint) named in $3.
+#   grouped VERSION MODELS_TO_RUN MODELS_FROM_V2 TABLE_MODELS
+grouped() {
+  local all="${TMPDIR:-/tmp}/paper-specimen-$1-all.folds.jsonl"
+  "$PY" -m trainer.cli cv --repeats 1 --folds 10 --seed 0 --selection paper --group-by specimen --models "$2" \
+    --shifts "$SHIFTS" --model-dir "$MODEL_DIR/paper-specimen" --out "${TMPDIR:-/tmp}/paper-specimen-$1.json" \
+    --cache "$OUT/paper-specimen-$1.folds.jsonl" $CV_ARGS
+  "$PY" -c "import json,sys; keep = sys.argv[1].split(','); [sys.stdout.write(l) for l in open(sys.argv[2]) if json.loads(l)['model'] in keep]" \
+    "$3" "$OUT/paper-specimen-v2.folds.jsonl" > "$all"
+  cat "$OUT/paper-specimen-$1.folds.jsonl" >> "$all"
+  "$PY" -m trainer.cli cv --repeats 1 --folds 10 --seed 0 --selection paper --group-by specimen \
+    --models "$4" --shifts "$SHIFTS" --cached-only --out "$OUT/paper-specimen-$1-1x10.json" --cache "$all"
+}
+# v4 hybrids (2026-12-05): hybrid and hybrid_cal; fmcnn, corr and svm from the v2 cache (same
 # FMCNN recipe), whose v1 hybrid rows are left out.
-"$PY" -m trainer.cli cv --repeats 1 --folds 10 --seed 0 --selection paper --group-by specimen --models hybrid,hybrid_cal \
-  --shifts "$SHIFTS" --model-dir "$MODEL_DIR/paper-specimen" --out "${TMPDIR:-/tmp}/paper-specimen-v4.json" \
-  --cache "$OUT/paper-specimen-v4.folds.jsonl" $CV_ARGS
-"$PY" -c "import json,sys; [sys.stdout.write(l) for l in open('$OUT/paper-specimen-v2.folds.jsonl') if json.loads(l)['model'] != 'hybrid']" \
-  > "${TMPDIR:-/tmp}/paper-specimen-v4-all.folds.jsonl"
-cat "$OUT/paper-specimen-v4.folds.jsonl" >> "${TMPDIR:-/tmp}/paper-specimen-v4-all.folds.jsonl"
-"$PY" -m trainer.cli cv --repeats 1 --folds 10 --seed 0 --selection paper --group-by specimen \
-  --models hybrid,hybrid_cal,fmcnn,corr,svm --shifts "$SHIFTS" --cached-only \
-  --out "$OUT/paper-specimen-v4-1x10.json" --cache "${TMPDIR:-/tmp}/paper-specimen-v4-all.folds.jsonl"
-# v5 (2026-12-05): the hybrid scores a moved spectrum moved and unmoved (fusion cnn_views "both").
-# Per protocol: fmcnn and hybrid in one cache (the hybrid built on the fold's FMCNN kept in
-# MODEL_DIR); corr and SVM from the earlier caches of the same folds (same fingerprint).
-"$PY" -m trainer.cli cv --repeats 1 --folds 10 --seed 0 --selection paper --group-by specimen --models fmcnn,hybrid \
-  --shifts "$SHIFTS" --model-dir "$MODEL_DIR/paper-specimen" --out "${TMPDIR:-/tmp}/paper-specimen-v5.json" \
-  --cache "$OUT/paper-specimen-v5.folds.jsonl" $CV_ARGS
-"$PY" -c "import json,sys; [sys.stdout.write(l) for l in open('$OUT/paper-specimen-v2.folds.jsonl') if json.loads(l)['model'] in ('corr', 'svm')]" \
-  > "${TMPDIR:-/tmp}/paper-specimen-v5-all.folds.jsonl"
-cat "$OUT/paper-specimen-v5.folds.jsonl" >> "${TMPDIR:-/tmp}/paper-specimen-v5-all.folds.jsonl"
-"$PY" -m trainer.cli cv --repeats 1 --folds 10 --seed 0 --selection paper --group-by specimen \
-  --models hybrid,fmcnn,corr,svm --shifts "$SHIFTS" --cached-only \
-  --out "$OUT/paper-specimen-v5-1x10.json" --cache "${TMPDIR:-/tmp}/paper-specimen-v5-all.folds.jsonl"
+grouped v4 hybrid,hybrid_cal fmcnn,corr,svm hybrid,hybrid_cal,fmcnn,corr,svm
+# v5 (2026-12-05): the hybrid scores a moved spectrum moved and unmoved (fusion cnn_views "both");
+# fmcnn and hybrid in one cache (the hybrid built on the fold's FMCNN), corr and SVM from v2.
+grouped v5 fmcnn,hybrid corr,svm hybrid,fmcnn,corr,svm
 "$PY" -m trainer.cli report $(for f in "$OUT"/*x10.json; do echo --cv "$f"; done) --out bench/results/figures
