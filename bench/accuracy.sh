@@ -50,24 +50,29 @@ wait
 cat "$OUT/paper-v4.folds.jsonl" "$OUT/paper-v4-svm.folds.jsonl" "$OUT/paper-v4-cal.folds.jsonl" > "${TMPDIR:-/tmp}/paper-v4-all.folds.jsonl"
 "$PY" -m trainer.cli cv --repeats 1 --folds 10 --seed 0 --selection paper --models hybrid_cal,hybrid,fmcnn,corr,svm \
   --shifts "$SHIFTS" --cached-only --out "$OUT/paper-v4-1x10.json" --cache "${TMPDIR:-/tmp}/paper-v4-all.folds.jsonl"
-# Grouped by specimen, one version's models in their own cache (their CNNs kept in MODEL_DIR),
-# tabulated with the rows of the v2 grouped cache (same folds and fingerprint) named in $3.
-#   grouped VERSION MODELS_TO_RUN MODELS_FROM_V2 TABLE_MODELS
-grouped() {
-  local all="${TMPDIR:-/tmp}/paper-specimen-$1-all.folds.jsonl"
-  "$PY" -m trainer.cli cv --repeats 1 --folds 10 --seed 0 --selection paper --group-by specimen --models "$2" \
-    --shifts "$SHIFTS" --model-dir "$MODEL_DIR/paper-specimen" --out "${TMPDIR:-/tmp}/paper-specimen-$1.json" \
-    --cache "$OUT/paper-specimen-$1.folds.jsonl" $CV_ARGS
+# One version's models in their own cache (their CNNs kept in MODEL_DIR/<protocol>), tabulated
+# with the rows of the models named in $5 from an older cache ($4) of the same folds and fingerprint.
+#   version PROTOCOL VERSION MODELS_TO_RUN OLD_CACHE MODELS_FROM_OLD TABLE_MODELS
+# PROTOCOL: paper, min8 (stratified) or paper-specimen (grouped by specimen).
+version() {
+  local proto=$1 sel=${1%-specimen} group=() all="${TMPDIR:-/tmp}/$1-$2-all.folds.jsonl"
+  [ "$proto" != "$sel" ] && group=(--group-by specimen)
+  "$PY" -m trainer.cli cv --repeats 1 --folds 10 --seed 0 --selection "$sel" "${group[@]}" --models "$3" \
+    --shifts "$SHIFTS" --model-dir "$MODEL_DIR/$proto" --out "${TMPDIR:-/tmp}/$proto-$2.json" \
+    --cache "$OUT/$proto-$2.folds.jsonl" $CV_ARGS
   "$PY" -c "import json,sys; keep = sys.argv[1].split(','); [sys.stdout.write(l) for l in open(sys.argv[2]) if json.loads(l)['model'] in keep]" \
-    "$3" "$OUT/paper-specimen-v2.folds.jsonl" > "$all"
-  cat "$OUT/paper-specimen-$1.folds.jsonl" >> "$all"
-  "$PY" -m trainer.cli cv --repeats 1 --folds 10 --seed 0 --selection paper --group-by specimen \
-    --models "$4" --shifts "$SHIFTS" --cached-only --out "$OUT/paper-specimen-$1-1x10.json" --cache "$all"
+    "$5" "$OUT/$4" > "$all"
+  cat "$OUT/$proto-$2.folds.jsonl" >> "$all"
+  "$PY" -m trainer.cli cv --repeats 1 --folds 10 --seed 0 --selection "$sel" "${group[@]}" \
+    --models "$6" --shifts "$SHIFTS" --cached-only --out "$OUT/$proto-$2-1x10.json" --cache "$all"
 }
-# v4 hybrids (2026-12-05): hybrid and hybrid_cal; fmcnn, corr and svm from the v2 cache (same
-# FMCNN recipe), whose v1 hybrid rows are left out.
-grouped v4 hybrid,hybrid_cal fmcnn,corr,svm hybrid,hybrid_cal,fmcnn,corr,svm
+# Grouped v4 hybrids (2026-12-05): hybrid and hybrid_cal; fmcnn, corr and svm from the v2 cache
+# (same FMCNN recipe), whose v1 hybrid rows are left out.
+version paper-specimen v4 hybrid,hybrid_cal paper-specimen-v2.folds.jsonl fmcnn,corr,svm hybrid,hybrid_cal,fmcnn,corr,svm
 # v5 (2026-12-05): the hybrid scores a moved spectrum moved and unmoved (fusion cnn_views "both");
-# fmcnn and hybrid in one cache (the hybrid built on the fold's FMCNN), corr and SVM from v2.
-grouped v5 fmcnn,hybrid corr,svm hybrid,fmcnn,corr,svm
+# fmcnn and hybrid in one cache (the hybrid built on the fold's FMCNN, trained once), corr and
+# SVM (and on min8 hybrid_cal) from the previous run of the same folds.
+version paper-specimen v5 fmcnn,hybrid paper-specimen-v2.folds.jsonl corr,svm hybrid,fmcnn,corr,svm
+version paper v5 fmcnn,hybrid paper-v4-svm.folds.jsonl corr,svm hybrid,fmcnn,corr,svm
+version min8 v5 fmcnn,hybrid min8-v4.folds.jsonl corr,svm,hybrid_cal hybrid,hybrid_cal,fmcnn,corr,svm
 "$PY" -m trainer.cli report $(for f in "$OUT"/*x10.json; do echo --cv "$f"; done) --out bench/results/figures
