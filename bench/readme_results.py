@@ -77,6 +77,12 @@ CAPTIONS = {
     "cnn_views 'both', chosen on the early-stopping specimens of these training folds). FMCNN and hybrid in one run "
     "(each fold's FMCNN trained once, the hybrid built on it); correlation and SVM from the v2 run's folds (same "
     "folds and fingerprint).",
+    "paper-v5-1x10": "The paper selection, 10-fold stratified, with the v5 hybrid (fusion cnn_views 'both', as the "
+    "grouped v5 table): FMCNN and hybrid in one run (each fold's FMCNN trained once, the hybrid built on it, its "
+    "fusion fitted on that FMCNN's early-stopping specimens); correlation and SVM from the v4 run's folds (same folds "
+    "and fingerprint).",
+    "min8-v5-1x10": "The min8 folds of the v3/v4 tables with the v5 hybrid (fusion cnn_views 'both'): FMCNN and "
+    "hybrid in one run; correlation, SVM and hybrid_cal from the v4 run's folds (same folds and fingerprint).",
     "min8-augmentation-1x10": "What the instrument-like augmentation costs on clean library spectra (same folds as the "
     "first repeat above).",
     "paper-specimen-valsplit-1x10": "Early stopping on held-out specimens (fmcnn_specimen_val) vs random held-out "
@@ -122,6 +128,9 @@ def headlines() -> list[str]:
         "cv/paper-v3-1x10.json",
         "cv/min8-v4-1x10.json",
         "cv/paper-v4-1x10.json",
+        "cv/paper-specimen-v5-1x10.json",
+        "cv/min8-v5-1x10.json",
+        "cv/paper-v5-1x10.json",
     ):
         cv = _load(name)
         if cv:
