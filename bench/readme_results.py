@@ -82,7 +82,8 @@ CAPTIONS = {
     "fusion fitted on that FMCNN's early-stopping specimens); correlation and SVM from the v4 run's folds (same folds "
     "and fingerprint).",
     "min8-v5-1x10": "The min8 folds of the v3/v4 tables with the v5 hybrid (fusion cnn_views 'both'): FMCNN and "
-    "hybrid in one run; correlation, SVM and hybrid_cal from the v4 run's folds (same folds and fingerprint).",
+    "hybrid in one run; correlation and SVM from the v4 run's folds (same folds and fingerprint); the v4 "
+    "hybrid_cal rows predate the two views and are left out.",
     "min8-augmentation-1x10": "What the instrument-like augmentation costs on clean library spectra (same folds as the "
     "first repeat above).",
     "paper-specimen-valsplit-1x10": "Early stopping on held-out specimens (fmcnn_specimen_val) vs random held-out "
