@@ -271,9 +271,19 @@ class ReferenceLibrary:
 
     # -- search ----------------------------------------------------------------------------
     def similarities(self, values: NDArray[np.floating]) -> tuple[NDArray[np.float32], NDArray[np.int32]]:
+        """Shift-tolerant correlation of one preprocessed spectrum with every reference:
+        (similarity, lag) per reference (`search`)."""
+        sim, lag, _ = self.search(values)
+        return sim, lag
+
+    def search(
+        self, values: NDArray[np.floating]
+    ) -> tuple[NDArray[np.float32], NDArray[np.int32], NDArray[np.float32]]:
         """Shift-tolerant correlation of one preprocessed spectrum with every reference.
 
-        Returns (similarity, lag) per reference. References outside the refined set carry
+        Returns (similarity, lag, zero-lag similarity) per reference; the zero-lag similarity is
+        the lag profile's middle column (free: the profile is computed anyway), what plain
+        search-match on a calibrated axis scores. References outside the refined set carry
         their coarse-screen similarity, capped at the lowest refined one: block averaging
         smooths away pixel noise, so on a noisy spectrum a coarse similarity reads higher than
         the full-resolution one of the same reference, and uncapped it outranked the refined
@@ -289,6 +299,7 @@ class ReferenceLibrary:
         coarse_lag = max(1, -(-p.max_lag_pts // p.coarse_block_pts))
         sim = np.maximum.reduce(_lagged(zc, coarse_lag) @ d.coarse_t, axis=0)
         lag = np.zeros(len(self), np.int32)
+        sim0 = sim.copy()
         k = min(p.n_refine, len(self))
         if k:
             top = np.sort(np.argpartition(-sim, k - 1)[:k])  # sorted: row reads in file order
@@ -304,7 +315,10 @@ class ReferenceLibrary:
             np.minimum(sim, refined.min(), out=sim)
             sim[top] = refined
             lag[top] = best - p.max_lag_pts
-        return sim.astype(np.float32, copy=False), lag
+            zero = fine[:, p.max_lag_pts]
+            np.minimum(sim0, zero.min(), out=sim0)
+            sim0[top] = zero
+        return sim.astype(np.float32, copy=False), lag, sim0.astype(np.float32, copy=False)
 
     def embedding_similarities(self, embedding: NDArray[np.floating]) -> NDArray[np.float32]:
         """Cosine similarity of an L2-normalised embedding with every reference's."""

@@ -57,6 +57,22 @@ def test_match_reports_the_reference_and_the_lag(real) -> None:  # type: ignore[
     assert m.similarity > 0.95 and m.lag_pts == -7
 
 
+def test_search_reports_the_zero_lag_similarity_of_the_refined_references(real) -> None:  # type: ignore[no-untyped-def]
+    lib, X, _y = real
+    x = X[0]
+    sim, lag, sim0 = lib.search(x)
+    np.testing.assert_array_equal((sim, lag), lib.similarities(x))
+    assert np.all(sim0 <= sim + 1e-6)  # zero lag is one of the lags searched
+    # Against plain Pearson of the (int8) references at zero lag, for the best-ranked ones.
+    top = np.argsort(-sim)[:5]
+    pearson = [np.corrcoef(x, lib.reference(int(i)))[0, 1] for i in top]
+    np.testing.assert_allclose(sim0[top], pearson, atol=2e-3)
+    # Moved by 9 points, its best reference matches at lag -9 and no longer at zero lag.
+    s9, lag9, z9 = lib.search(np.roll(x, 9))
+    i = int(np.argmax(s9))
+    assert lag9[i] == -9 and z9[i] < s9[i] - 0.05
+
+
 def test_round_trip_and_refusals(real, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     lib, X, _y = real
     save_library(lib, tmp_path / "lib")
