@@ -62,6 +62,22 @@ def aligned(
     return move_by(values, best), best
 
 
+def calibrated_view(
+    sim: NDArray[np.floating], lag: NDArray[np.integer], sim0: NDArray[np.floating], gap: float
+) -> tuple[NDArray[np.floating], NDArray[np.integer]]:
+    """(similarities, lags) the fusion works with (edge.library.ReferenceLibrary.search).
+
+    When the best zero-lag similarity is within `gap` of the best one over all lags, the axis
+    looks calibrated: the zero-lag similarities, and no lag (so nothing is moved). A lag
+    window also lets a wrong reference slide onto the query, and moving the query onto a wrong
+    best match pulls the CNN its way; both cost accuracy on a calibrated axis, which `edge
+    calibrate` keeps. Otherwise the shift-tolerant similarities and their lags. `gap` < 0: never
+    (bundles fitted before it). Chosen in `trainer export` (trainer/hybrid.py)."""
+    if gap < 0 or sim.size == 0 or float(np.max(sim) - np.max(sim0)) > gap:
+        return sim, lag
+    return sim0, np.zeros_like(lag)
+
+
 #: What the CNN and the embedding search score when the spectrum was moved (edge.fusion).
 CNN_VIEWS = ("moved", "both")
 

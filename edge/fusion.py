@@ -6,7 +6,8 @@ Pure numpy. Per class c the fused logit is
 
 with p_cnn the (host-side, temperature-scaled) CNN softmax, e_c the best cosine similarity
 of the spectrum's embedding to a reference of class c and r_c the best shift-tolerant
-correlation to a reference of class c (edge.library). The fused probability is
+correlation to a reference of class c (edge.library; the zero-lag one when the axis looks
+calibrated, `calibrated_gap`: edge.alignment.calibrated_view). The fused probability is
 softmax(s / temperature). The spectrum is `unknown` when its unknown score is below
 `unknown_threshold`; the score is the fused top-1 probability (`unknown_score` "top_p") or
 the fused top-1 logit s_max ("top_logit": not normalised over the classes, so it stays low
@@ -59,6 +60,10 @@ class FusionParams:
     #: "moved": the CNN and the embedding see only the moved spectrum; "both": a moved spectrum
     #: is scored unmoved too and each class keeps its better score (edge.alignment.better_view).
     cnn_views: str = "moved"
+    #: Score the spectrum as on a calibrated axis (zero-lag correlation, nothing moved) when its
+    #: best zero-lag library similarity is within this of its best over all lags
+    #: (edge.alignment.calibrated_view); < 0: never (bundles fitted before it).
+    calibrated_gap: float = -1.0
     #: Parameters for spectra whose measured SNR (edge.preprocess: strongest band over pixel
     #: noise) is below `noisy_below_snr`; None or 0: these parameters serve every SNR.
     noisy: FusionParams | None = None
@@ -89,22 +94,17 @@ class FusionParams:
 
     @classmethod
     def _from_dict(cls, raw: dict[str, Any]) -> FusionParams:
-        try:
-            p = cls(
-                **{
-                    k: (
-                        str(v)
-                        if k in ("unknown_score", "cnn_views")
-                        else int(v)
-                        if k == "align_min_lag_pts"
-                        else float(v)
-                    )
-                    for k, v in raw.items()
-                    if k in cls.__dataclass_fields__ and k != "noisy"
-                }
-            )
-        except (TypeError, ValueError) as err:
-            raise BundleError(f"manifest fusion section malformed ({err})") from err
+        values: dict[str, Any] = {}
+        for k, v in raw.items():
+            if k not in cls.__dataclass_fields__ or k == "noisy":
+                continue
+            try:
+                values[k] = (
+                    str(v) if k in ("unknown_score", "cnn_views") else int(v) if k == "align_min_lag_pts" else float(v)
+                )
+            except (TypeError, ValueError) as err:
+                raise BundleError(f"manifest fusion section malformed: {k} = {v!r} ({err})") from err
+        p = cls(**values)
         if p.unknown_score not in UNKNOWN_SCORES:
             raise BundleError(f"manifest fusion unknown_score must be one of {UNKNOWN_SCORES}, got {p.unknown_score!r}")
         if p.cnn_views not in CNN_VIEWS:

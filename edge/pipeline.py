@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from edge.alignment import aligned, better_view
+from edge.alignment import aligned, better_view, calibrated_view
 from edge.bundle import Bundle, load_deconv_weights
 from edge.classifier import Classifier, Prediction
 from edge.deconv import DeconvWeights, Peak, attribution, top_peaks
@@ -157,11 +157,13 @@ class Analyzer:
         kk = self.top_k if k is None else k
         if lib is None or len(lib) == 0:
             return Evidence(self.classifier.classify(values, k=kk))
-        sim, lag = lib.similarities(values)
-        corr = lib.per_class(sim)
-        # The CNN sees the spectrum moved onto its best match when the axis looks off.
+        sim, lag, sim0 = lib.search(values)
         params = self.fusion.for_snr(snr)
-        x, moved = aligned(values, sim, lag, params.align_min_lag_pts)
+        # Zero-lag similarities and no move when the axis looks calibrated (edge.alignment).
+        sim_f, lag_f = calibrated_view(sim, lag, sim0, params.calibrated_gap)
+        corr = lib.per_class(sim_f)
+        # The CNN sees the spectrum moved onto its best match when the axis looks off.
+        x, moved = aligned(values, sim_f, lag_f, params.align_min_lag_pts)
         pred = self.classifier.classify(x, k=1)
         log_p, emb = self._cnn_scores(pred, lib)
         if moved and params.cnn_views == "both":

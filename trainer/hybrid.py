@@ -28,6 +28,8 @@ the value that keeps `keep_fraction` of the held-out known spectra.
 
 from __future__ import annotations
 
+import json
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -35,7 +37,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from edge.alignment import aligned, better_view
+from edge.alignment import aligned, better_view, calibrated_view
 from edge.fusion import FusionParams, fused_logits, softmax
 from edge.library import ReferenceLibrary
 from trainer.library_build import library_from_arrays
@@ -55,6 +57,17 @@ CNN_VIEWS = "both"
 
 W_GRID = (0.0, 5.0, 10.0, 20.0, 30.0, 50.0, 80.0, 120.0, 200.0)
 
+#: edge.alignment.calibrated_view: the gaps tried (-1: never gate). The fit keeps the one with
+#: the best accuracy on the held-out rows (ties: the smaller gap, so no gate unless it gains)
+#: among those that lose at most GAP_SHIFT_BUDGET on the same rows moved by +-GAP_SHIFT_CM1
+#: (half each way) against no gate: a calibrated axis is the normal case (`edge calibrate`),
+#: and a gate must not give up the shift tolerance that alignment bought. On the shipped
+#: bundle's held-out specimens a gap of 0.03 gained 0.014 unshifted and lost 0.014 at 10 and
+#: 20 cm-1 (bench/results/calibrated_gate.md).
+GAP_GRID = (-1.0, 0.0, 0.01, 0.02, 0.03, 0.05)
+GAP_SHIFT_CM1 = 10.0
+GAP_SHIFT_BUDGET = 0.02
+
 
 def corr_per_class(lib: ReferenceLibrary, X: NDArray[np.float32], n_classes: int) -> NDArray[np.float64]:
     """Best shift-tolerant correlation per class for every row (the edge's own search)."""
@@ -67,10 +80,12 @@ def library_scores(
     n_classes: int,
     align_min_lag_pts: int = 0,
     hide: NDArray[np.bool_] | None = None,
+    calibrated_gap: float = -1.0,
 ) -> tuple[NDArray[np.float64], NDArray[np.float32], NDArray[np.int32]]:
     """(best correlation per class, the CNN's input, the lag it was moved by) for every row, as
-    edge.pipeline.Analyzer computes them: the CNN input is the row moved onto its best match
-    (edge.alignment).
+    edge.pipeline.Analyzer computes them: zero-lag similarities and no move when the axis looks
+    calibrated (edge.alignment.calibrated_view), else the CNN input is the row moved onto its
+    best match (edge.alignment.aligned).
 
     `hide[i]` (one row per query, one column per reference) marks references query i must not
     see (itself, or its specimen): they are dropped after the search, as if absent."""
@@ -78,9 +93,11 @@ def library_scores(
     Xc = np.empty_like(X, dtype=np.float32)
     moved = np.zeros(X.shape[0], np.int32)
     for i, x in enumerate(X):
-        sim, lag = lib.similarities(x)
+        sim, lag, sim0 = lib.search(x)
         if hide is not None:
             sim = np.where(hide[i], np.float32(-np.inf), sim)
+            sim0 = np.where(hide[i], np.float32(-np.inf), sim0)
+        sim, lag = calibrated_view(sim, lag, sim0, calibrated_gap)
         out[i] = lib.per_class(sim, n_classes)
         Xc[i], moved[i] = aligned(x, sim, lag, align_min_lag_pts)
     return out, Xc, moved
@@ -203,6 +220,36 @@ def fit_fusion(
     return params, info
 
 
+def fit_gated_fusion(
+    comps: Any, X: NDArray[np.float32], y: NDArray[np.int64], **fit_kw: Any
+) -> tuple[FusionParams, dict[str, Any]]:
+    """`fit_fusion` for every gap of GAP_GRID, the gap chosen as GAP_GRID says.
+
+    `comps(X, gap) -> (CNN log p, correlation per class, embedding per class or None)` of the
+    rows X, computed as the edge does with that `calibrated_gap`."""
+    from trainer.augment import shift_stretch
+
+    sign = np.where(np.arange(y.size) % 2 == 0, 1.0, -1.0)
+    Xs = shift_stretch(X, sign * GAP_SHIFT_CM1, np.zeros(y.size))
+    Xs = Xs / np.maximum(Xs.max(axis=1, keepdims=True), 1e-6)
+    tried: list[dict[str, Any]] = []
+    best: tuple[float, FusionParams, dict[str, Any]] | None = None
+    for gap in GAP_GRID:
+        log_p, corr, emb = comps(X, gap)
+        params, info = fit_fusion(log_p, corr, y, emb, **fit_kw)
+        params = replace(params, calibrated_gap=gap)
+        lp_s, corr_s, emb_s = comps(Xs, gap)
+        acc_s = float((fused_logits(params, log_p.shape[1], lp_s, corr_s, emb_s).argmax(axis=1) == y).mean())
+        tried.append({"gap": gap, "accuracy": info["heldout_accuracy"], f"accuracy_{GAP_SHIFT_CM1:g}cm1": acc_s})
+        within = acc_s >= tried[0][f"accuracy_{GAP_SHIFT_CM1:g}cm1"] - GAP_SHIFT_BUDGET
+        if within and (best is None or info["heldout_accuracy"] > best[0]):
+            best = (info["heldout_accuracy"], params, info)
+    assert best is not None  # the first gap (no gate) is always within its own budget
+    _, params, info = best
+    info["calibrated_gap_tried"] = tried
+    return params, info
+
+
 def hybrid_scores(
     X_train: NDArray[np.float32],
     y_train: NDArray[np.int64],
@@ -281,19 +328,29 @@ def _fused_on(
         # (grouped) or only itself (stratified).
         key = groups if grouped else np.arange(y_train.size)
         hide = key[cal][:, None] == key[None, :]
-        Xcal = X_train[cal]
-        corr_v, Xv, mv = library_scores(lib, Xcal, n_classes, ALIGN_MIN_LAG_PTS, hide)
 
         def scores_v(rows: NDArray[np.float32], idx: NDArray[np.int64]) -> tuple[Any, Any]:
             emb = emb_per_class(lib, keras_embeddings(model, rows), n_classes, hide[idx])
             return log_p(rows), emb
 
-        lp_v, emb_v = cnn_views(scores_v, Xcal, Xv, mv, CNN_VIEWS)
-        assert lp_v is not None
-        params, _ = fit_fusion(
-            lp_v, corr_v, y_train[cal], emb_v, align_min_lag_pts=ALIGN_MIN_LAG_PTS, cnn_views=CNN_VIEWS
+        def comps(Xq: NDArray[np.float32], gap: float) -> tuple[Any, Any, Any]:
+            corr_v, Xv, mv = library_scores(lib, Xq, n_classes, ALIGN_MIN_LAG_PTS, hide, gap)
+            lp_v, emb_v = cnn_views(scores_v, Xq, Xv, mv, CNN_VIEWS)
+            return lp_v, corr_v, emb_v
+
+        params, info = fit_gated_fusion(
+            comps, X_train[cal], y_train[cal], align_min_lag_pts=ALIGN_MIN_LAG_PTS, cnn_views=CNN_VIEWS
         )
-    corr_t, Xt, mt = library_scores(lib, X_test, n_classes, params.align_min_lag_pts)
+        # One line per fold in the run's log: what the fit chose, and what the gaps gave.
+        print(
+            f"hybrid fusion: w_corr {params.w_corr:g}, w_emb {params.w_emb:g}, T {params.temperature:.2f}, "
+            f"calibrated_gap {params.calibrated_gap:g}; tried {json.dumps(info['calibrated_gap_tried'])}",
+            file=sys.stderr,
+            flush=True,
+        )
+    corr_t, Xt, mt = library_scores(
+        lib, X_test, n_classes, params.align_min_lag_pts, calibrated_gap=params.calibrated_gap
+    )
 
     def scores_t(rows: NDArray[np.float32], idx: NDArray[np.int64]) -> tuple[Any, Any]:
         emb = emb_per_class(lib, keras_embeddings(model, rows), n_classes) if params.w_emb else None
@@ -406,8 +463,10 @@ def fit_hybrid(
     the CNN log-probabilities at the bundle's own temperature (the manifest's `temperature`,
     which the edge applies before fusing)."""
     comps = fusion_inputs(clf, lib, cnn_temperature, ALIGN_MIN_LAG_PTS, CNN_VIEWS)
-    log_p, corr, emb = comps(heldout.X)
-    params, info = fit_fusion(log_p, corr, heldout.y, emb, align_min_lag_pts=ALIGN_MIN_LAG_PTS, cnn_views=CNN_VIEWS)
+    params, info = fit_gated_fusion(
+        comps, heldout.X, heldout.y, align_min_lag_pts=ALIGN_MIN_LAG_PTS, cnn_views=CNN_VIEWS
+    )
+    _lp, _corr, emb = comps(heldout.X, params.calibrated_gap)
     info["cnn_temperature"] = float(cnn_temperature)
     if emb is not None:
         info["heldout_accuracy_emb"] = float((emb.argmax(axis=1) == heldout.y).mean())
@@ -427,8 +486,8 @@ def fusion_inputs(
         emb = emb_per_class(lib, emb_h, n) if (emb_h is not None and lib.has_embedding) else None
         return log_p, emb
 
-    def comps(X: NDArray[np.float32]) -> tuple[Any, Any, Any]:
-        corr, X_cnn, moved = library_scores(lib, X, n, align_min_lag_pts)
+    def comps(X: NDArray[np.float32], calibrated_gap: float = -1.0) -> tuple[Any, Any, Any]:
+        corr, X_cnn, moved = library_scores(lib, X, n, align_min_lag_pts, calibrated_gap=calibrated_gap)
         log_p, emb = cnn_views(lambda rows, _idx: cnn(rows), X, X_cnn, moved, views)
         return log_p, corr, emb
 

@@ -87,21 +87,23 @@ def fit_noisy(
 ) -> tuple[FusionParams, dict[str, Any]]:
     """`clean` with a `noisy` set fitted on emulated readouts of (X, y) (calibration specimens).
 
-    `components(values) -> (log_p, corr, emb)` computes the fusion's inputs of model-input rows
-    the way the clean fit did (trainer.hybrid.fit_hybrid); returns `clean` unchanged (and why,
+    `components(values, calibrated_gap=-1) -> (log_p, corr, emb)` computes the fusion's inputs
+    of model-input rows the way the clean fit did (trainer.hybrid.fit_hybrid); returns `clean` unchanged (and why,
     in the info) when no threshold leaves enough noisy readouts."""
     from trainer.hybrid import fit_fusion
 
     V, snr, src, conds = emulated_readouts(analyzer, X, seed)
     yr = y[src]
-    comps = components(V)
+    comps = components(V)  # shift-tolerant search: the noisy set never gates
+    # Readouts above the threshold get the clean set, calibrated-axis gate included.
+    comps_clean = comps if clean.calibrated_gap < 0 else components(V, clean.calibrated_gap)
     info: dict[str, Any] = {
         "n_readouts": int(yr.size),
         "n_spectra": int(X.shape[0]),
         "conditions": {"fluorescence_ratio": FLUORESCENCE_RATIO, "integration_ms": INTEGRATION_MS},
         "snr_quantiles_10_50_90": [round(float(q), 1) for q in np.percentile(snr, [10, 50, 90])] if snr.size else [],
     }
-    nll_clean = _nll(clean, comps, yr)
+    nll_clean = _nll(clean, comps_clean, yr)
     best: tuple[float, float, FusionParams] | None = None
     tried: dict[str, Any] = {}
     for thr in SNR_CANDIDATES:
@@ -126,7 +128,7 @@ def fit_noisy(
     low = snr < thr
     info["chosen"] = {"noisy_below_snr": thr, "n_below": int(low.sum())}
     info["accuracy_below"] = {
-        "clean_params": float((_argmax(clean, comps, low) == yr[low]).mean()),
+        "clean_params": float((_argmax(clean, comps_clean, low) == yr[low]).mean()),
         "noisy_params": float((_argmax(noisy, comps, low) == yr[low]).mean()),
     }
     return replace(clean, noisy=noisy, noisy_below_snr=float(thr)), info

@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from edge.alignment import aligned, better_view, match_lag, move_by
+from edge.alignment import aligned, better_view, calibrated_view, match_lag, move_by
 from edge.bundle import load_bundle
 from edge.library import build_library
 from edge.pipeline import Analyzer
@@ -112,3 +112,38 @@ def test_both_views_score_each_class_by_the_better_of_moved_and_unmoved(quartz_c
     assert np.allclose(got - got.max(), expect - expect.max(), atol=1e-6)
     if not np.allclose(lp[0], lp[1]):
         assert not np.allclose(ev.fused.probabilities, moved_only.probabilities)
+
+
+def test_calibrated_view_takes_zero_lag_only_within_the_gap() -> None:
+    sim = np.array([0.90, 0.80, 0.70], np.float32)
+    lag = np.array([4, -1, 6], np.int32)
+    sim0 = np.array([0.60, 0.88, 0.30], np.float32)  # best zero-lag 0.88, best overall 0.90
+    s, lags = calibrated_view(sim, lag, sim0, 0.03)
+    assert s is sim0 and not lags.any()
+    s, lags = calibrated_view(sim, lag, sim0, 0.01)  # 0.02 apart: the axis looks off
+    assert s is sim and lags is lag
+    s, lags = calibrated_view(sim, lag, sim0, -1.0)  # disabled (bundles fitted before it)
+    assert s is sim and lags is lag
+    empty = np.zeros(0, np.float32)
+    assert calibrated_view(empty, np.zeros(0, np.int32), empty, 0.5)[0] is empty
+
+
+def test_the_analyzer_scores_a_calibrated_spectrum_at_zero_lag_and_unmoved(quartz_calcite) -> None:  # type: ignore[no-untyped-def]
+    rows, names, ids = quartz_calcite
+    minerals = tuple(sorted(set(names)))
+    lib = build_library(minerals, [minerals.index(n) for n in names], ids, np.zeros(len(rows)), np.stack(rows))
+    an = Analyzer(load_bundle(), library=lib, use_bundle_library=False)
+    an.fusion = dataclasses.replace(an.fusion, align_min_lag_pts=3, calibrated_gap=0.02)
+    lib = an.library  # the same references, on the bundle's class list
+    assert lib is not None
+    x = rows[0]
+    sim, lag, sim0 = lib.search(x)
+    assert sim.max() - sim0.max() <= 0.02  # a library spectrum itself: calibrated
+    ev = an.evidence(x)
+    assert ev.aligned_lag_pts == 0
+    assert np.allclose(ev.corr_per_class, lib.per_class(sim0))  # type: ignore[arg-type]
+    # 12 cm-1 off, the zero-lag match is far worse: shift-tolerant scores and the move, as before.
+    off = move_by(x, 12)
+    ev = an.evidence(off)
+    assert ev.aligned_lag_pts == -12
+    assert np.allclose(ev.corr_per_class, lib.per_class(lib.similarities(off)[0]))  # type: ignore[arg-type]

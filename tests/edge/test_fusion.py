@@ -60,6 +60,15 @@ def test_cnn_views_round_trip_default_and_refusal() -> None:
         FusionParams.from_manifest({"fusion": {"cnn_views": "all"}})
 
 
+def test_calibrated_gap_round_trip_and_default_off() -> None:
+    gated = FusionParams(align_min_lag_pts=3, cnn_views="both", calibrated_gap=0.02)
+    assert FusionParams.from_manifest({"fusion": gated.to_dict()}) == gated
+    # Bundles fitted before the key existed never gate, as they were fitted.
+    assert FusionParams.from_manifest({"fusion": {"w_corr": 20}}).calibrated_gap < 0  # type: ignore[union-attr]
+    with pytest.raises(BundleError, match="calibrated_gap"):
+        FusionParams.from_manifest({"fusion": {"calibrated_gap": "yes"}})
+
+
 def test_noisy_spectra_get_their_own_parameters() -> None:
     noisy = FusionParams(w_cnn=1, w_corr=200, temperature=3)
     p = FusionParams(w_cnn=1, w_corr=0, noisy=noisy, noisy_below_snr=25)

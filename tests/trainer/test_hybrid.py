@@ -63,3 +63,52 @@ def test_hidden_references_are_not_found(tiny_spectra) -> None:  # type: ignore[
     assert np.all(no_self < seen) and np.all(no_specimen <= no_self)
     # Hiding a specimen hides its sibling spectra too: somewhere that must cost similarity.
     assert np.any(no_specimen < no_self)
+
+
+def _fake_comps(X0, y, n, clean_gain_at, shifted_loss_at):  # type: ignore[no-untyped-def]
+    """comps(X, gap): the CNN right on a fraction of the rows that depends on the gap and on
+    whether the rows are the unshifted ones (X0) or their moved copies."""
+
+    def comps(X, gap):  # type: ignore[no-untyped-def]
+        right = 0.6
+        if X is X0:
+            right += 0.2 if gap >= clean_gain_at else 0.0
+        else:
+            right -= 0.3 if gap >= shifted_loss_at else 0.0
+        k = int(right * y.size)
+        pred = np.where(np.arange(y.size) < k, y, (y + 1) % n)
+        lp = np.log(np.where(np.eye(n)[pred] > 0, 0.9, 0.1 / (n - 1)))
+        return lp, np.zeros((y.size, n)), None
+
+    return comps
+
+
+def test_gate_is_chosen_for_clean_accuracy_within_the_shift_budget() -> None:
+    from trainer.hybrid import GAP_GRID, fit_gated_fusion
+
+    n = 5
+    y = np.arange(200) % n
+    X0 = np.random.default_rng(0).random((200, 40)).astype(np.float32)
+    # Gating from 0.02 on gains clean accuracy and costs nothing moved: the smallest such gap.
+    params, info = fit_gated_fusion(_fake_comps(X0, y, n, 0.02, 9.0), X0, y)
+    assert params.calibrated_gap == 0.02 and [t["gap"] for t in info["calibrated_gap_tried"]] == list(GAP_GRID)
+    # The same gain, but every gap that gains also loses 0.3 on moved spectra: no gate.
+    params, _ = fit_gated_fusion(_fake_comps(X0, y, n, 0.02, 0.0), X0, y)
+    assert params.calibrated_gap == -1.0
+    # Nothing gained anywhere: no gate (ties go to the smaller gap).
+    params, _ = fit_gated_fusion(_fake_comps(X0, y, n, 9.0, 9.0), X0, y)
+    assert params.calibrated_gap == -1.0
+
+
+def test_gated_library_scores_use_zero_lag_on_a_calibrated_axis(tiny_spectra) -> None:  # type: ignore[no-untyped-def]
+    from trainer.hybrid import library_scores
+
+    ds, tr, va = _split(tiny_spectra)
+    lib = library_from_dataset(ds, tr)
+    X = ds.X[va[:10]]
+    corr, _xc, moved = library_scores(lib, X, ds.n_classes, 3, calibrated_gap=1.0)  # always calibrated
+    assert not moved.any()
+    zero = np.stack([lib.per_class(lib.search(x)[2], ds.n_classes) for x in X])
+    assert np.allclose(corr, zero)
+    free = library_scores(lib, X, ds.n_classes, 3)[0]
+    assert np.all(free >= corr - 1e-6)
