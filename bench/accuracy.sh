@@ -77,4 +77,11 @@ version paper v5 fmcnn,hybrid paper-v4-svm.folds.jsonl corr,svm hybrid,fmcnn,cor
 # min8 v5 (2026-12-06, about 6 min on 2 cores). The v4 hybrid_cal rows carry an older identity
 # (before the two views), so the table leaves them out.
 version min8 v5 fmcnn,hybrid min8-v4.folds.jsonl corr,svm hybrid,fmcnn,corr,svm
+# v6 (2026-12-06): the hybrid with the calibrated-axis gate (fusion calibrated_gap, chosen per
+# fold on the early-stopping specimens). FMCNN training is deterministic here: its v6 rows equal
+# the v5 ones. On min8 the fold FMCNNs are loaded from MODEL_DIR when present.
+version paper-specimen v6 fmcnn,hybrid paper-specimen-v2.folds.jsonl corr,svm hybrid,fmcnn,corr,svm
+# Not run yet (2026-12-06: an API outage took the time; about 45 min on 2 cores).
+version paper v6 fmcnn,hybrid paper-v4-svm.folds.jsonl corr,svm hybrid,fmcnn,corr,svm
+version min8 v6 fmcnn,hybrid min8-v4.folds.jsonl corr,svm hybrid,fmcnn,corr,svm
 "$PY" -m trainer.cli report $(for f in "$OUT"/*x10.json; do echo --cv "$f"; done) --out bench/results/figures

@@ -25,7 +25,7 @@ SECTIONS = [
     (
         "FMCNN: choosing the architecture, shift error on held-out specimens, int vs float (`bench/fmcnn_arch.py`, "
         "`bench/shift_heldout.py`, `bench/fmcnn_parity.py`)",
-        ["fmcnn_arch.md", "robustness_shift_heldout_v4.md", "fmcnn_parity.md"],
+        ["fmcnn_arch.md", "robustness_shift_heldout_v5.md", "fmcnn_parity.md"],
     ),
     (
         "Reference library: unknown minerals, a new mineral without retraining, two-mineral mixtures, latency "
@@ -84,6 +84,15 @@ CAPTIONS = {
     "min8-v5-1x10": "The min8 folds of the v3/v4 tables with the v5 hybrid (fusion cnn_views 'both'): FMCNN and "
     "hybrid in one run; correlation and SVM from the v4 run's folds (same folds and fingerprint); the v4 "
     "hybrid_cal rows predate the two views and are left out.",
+    "paper-specimen-v6-1x10": "Grouped by specimen, v6 (2026-12-06): the hybrid with the calibrated-axis gate (fusion "
+    "calibrated_gap: a spectrum whose best zero-lag library match is within the gap of its best shift-tolerant one is "
+    "scored at zero lag and unmoved), the gap chosen per fold on that FMCNN's early-stopping specimens (best accuracy "
+    "among gaps losing at most 0.02 at +-10 cm-1). Same folds; FMCNN and hybrid in one run, correlation and SVM from "
+    "the v2 run.",
+    "paper-v6-1x10": "The paper selection, 10-fold stratified, v6 hybrid (calibrated-axis gate, as the grouped v6 "
+    "table); correlation and SVM from the v4 run's folds.",
+    "min8-v6-1x10": "min8, 10-fold stratified, v6 hybrid (calibrated-axis gate); correlation and SVM from the v4 run's "
+    "folds.",
     "min8-augmentation-1x10": "What the instrument-like augmentation costs on clean library spectra (same folds as the "
     "first repeat above).",
     "paper-specimen-valsplit-1x10": "Early stopping on held-out specimens (fmcnn_specimen_val) vs random held-out "
@@ -132,6 +141,8 @@ def headlines() -> list[str]:
         "cv/paper-specimen-v5-1x10.json",
         "cv/min8-v5-1x10.json",
         "cv/paper-v5-1x10.json",
+        "cv/paper-specimen-v6-1x10.json",
+        "cv/min8-v6-1x10.json",
     ):
         cv = _load(name)
         if cv:
