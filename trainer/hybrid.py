@@ -217,6 +217,8 @@ def fit_fusion(
         "heldout_accuracy_cnn": float((log_p.argmax(axis=1) == y).mean()),
         "heldout_accuracy_corr": float((corr.argmax(axis=1) == y).mean()),
     }
+    if emb is not None:
+        info["heldout_accuracy_emb"] = float((emb.argmax(axis=1) == y).mean())
     return params, info
 
 
@@ -232,6 +234,7 @@ def fit_gated_fusion(
     sign = np.where(np.arange(y.size) % 2 == 0, 1.0, -1.0)
     Xs = shift_stretch(X, sign * GAP_SHIFT_CM1, np.zeros(y.size))
     Xs = Xs / np.maximum(Xs.max(axis=1, keepdims=True), 1e-6)
+    shifted_key = f"accuracy_{GAP_SHIFT_CM1:g}cm1"
     tried: list[dict[str, Any]] = []
     best: tuple[float, FusionParams, dict[str, Any]] | None = None
     for gap in GAP_GRID:
@@ -240,8 +243,8 @@ def fit_gated_fusion(
         params = replace(params, calibrated_gap=gap)
         lp_s, corr_s, emb_s = comps(Xs, gap)
         acc_s = float((fused_logits(params, log_p.shape[1], lp_s, corr_s, emb_s).argmax(axis=1) == y).mean())
-        tried.append({"gap": gap, "accuracy": info["heldout_accuracy"], f"accuracy_{GAP_SHIFT_CM1:g}cm1": acc_s})
-        within = acc_s >= tried[0][f"accuracy_{GAP_SHIFT_CM1:g}cm1"] - GAP_SHIFT_BUDGET
+        tried.append({"gap": gap, "accuracy": info["heldout_accuracy"], shifted_key: acc_s})
+        within = acc_s >= tried[0][shifted_key] - GAP_SHIFT_BUDGET
         if within and (best is None or info["heldout_accuracy"] > best[0]):
             best = (info["heldout_accuracy"], params, info)
     assert best is not None  # the first gap (no gate) is always within its own budget
@@ -466,10 +469,7 @@ def fit_hybrid(
     params, info = fit_gated_fusion(
         comps, heldout.X, heldout.y, align_min_lag_pts=ALIGN_MIN_LAG_PTS, cnn_views=CNN_VIEWS
     )
-    _lp, _corr, emb = comps(heldout.X, params.calibrated_gap)
     info["cnn_temperature"] = float(cnn_temperature)
-    if emb is not None:
-        info["heldout_accuracy_emb"] = float((emb.argmax(axis=1) == heldout.y).mean())
     return params, info
 
 
