@@ -78,10 +78,18 @@ version paper v5 fmcnn,hybrid paper-v4-svm.folds.jsonl corr,svm hybrid,fmcnn,cor
 # (before the two views), so the table leaves them out.
 version min8 v5 fmcnn,hybrid min8-v4.folds.jsonl corr,svm hybrid,fmcnn,corr,svm
 # v6 (2026-12-06): the hybrid with the calibrated-axis gate (fusion calibrated_gap, chosen per
-# fold on the early-stopping specimens). FMCNN training is deterministic here: its v6 rows equal
-# the v5 ones. On min8 the fold FMCNNs are loaded from MODEL_DIR when present.
+# fold on the early-stopping specimens). The grouped and min8 v6 runs loaded each fold's FMCNN
+# from MODEL_DIR, where the v5 run of the same session had kept it: that is why their fmcnn rows
+# equal the v5 ones (not determinism: see the paper run below).
 version paper-specimen v6 fmcnn,hybrid paper-specimen-v2.folds.jsonl corr,svm hybrid,fmcnn,corr,svm
-# Not run yet (2026-12-06: an API outage took the time; about 45 min on 2 cores).
+# Paper v6: run 2026-12-06 in a new session with an empty MODEL_DIR, so every fold's FMCNN was
+# trained again; TensorFlow training on the CPU is not bit-reproducible here, and its fmcnn rows
+# differ from the v5 ones by up to 0.02 per fold with the same seed and data.
 version paper v6 fmcnn,hybrid paper-v4-svm.folds.jsonl corr,svm hybrid,fmcnn,corr,svm
 version min8 v6 fmcnn,hybrid min8-v4.folds.jsonl corr,svm hybrid,fmcnn,corr,svm
+# min8 grouped by specimen, v6 (2026-12-06): the hybrid had not been run on this protocol; every
+# model runs again here (all cheap on min8), so every row has the shifted-axis columns.
+"$PY" -m trainer.cli cv --repeats 1 --folds 10 --seed 0 --selection min8 --group-by specimen \
+  --models hybrid,fmcnn,corr,svm,rf,knn,lda --shifts "$SHIFTS" --model-dir "$MODEL_DIR/min8-specimen" \
+  --out "$OUT/min8-specimen-v6-1x10.json" --cache "$OUT/min8-specimen-v6.folds.jsonl" $CV_ARGS
 "$PY" -m trainer.cli report $(for f in "$OUT"/*x10.json; do echo --cv "$f"; done) --out bench/results/figures

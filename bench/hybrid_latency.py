@@ -25,6 +25,7 @@ import numpy as np
 
 from bench.common import DEFAULT_OUT, log, machine_info, md_table, percentiles, write_results
 from edge.alignment import calibrated_view
+from edge.bundle import load_bundle
 from edge.fusion import FusionParams, fuse
 from edge.library import load_library, save_library
 from edge.mixture import MixtureParams, fit_mixture
@@ -59,16 +60,18 @@ def main() -> None:
     rng = np.random.default_rng(0)
     rows = rng.choice(ds.y.size, args.n, replace=False)
     logp = np.log(np.full(ds.n_classes, 1.0 / ds.n_classes))
+    # The shipped bundle's fusion (its gap and weights), applied to this dataset-sized library.
+    fusion = FusionParams.from_manifest(load_bundle().manifest) or FusionParams()
     t_search, t_fuse, t_mix, t_emb = [], [], [], []
     for i in rows:
         x = np.roll(ds.X[i], int(rng.integers(-15, 16)))
         t0 = time.perf_counter()
         sim, lag, sim0 = lib.search(x)
         # The calibrated-axis gate, as edge.pipeline applies it (the shipped bundle's gap).
-        sim_f, _lag_f = calibrated_view(sim, lag, sim0, 0.03)
+        sim_f, _lag_f = calibrated_view(sim, lag, sim0, fusion.calibrated_gap)
         corr = lib.per_class(sim_f)
         t1 = time.perf_counter()
-        fuse(FusionParams(), ds.n_classes, logp, corr)
+        fuse(fusion, ds.n_classes, logp, corr)
         lib.match(sim, lag)
         t2 = time.perf_counter()
         fit_mixture(x, lib, sim, lag, MixtureParams())

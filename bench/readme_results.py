@@ -93,6 +93,8 @@ CAPTIONS = {
     "table); correlation and SVM from the v4 run's folds.",
     "min8-v6-1x10": "min8, 10-fold stratified, v6 hybrid (calibrated-axis gate); correlation and SVM from the v4 run's "
     "folds.",
+    "min8-specimen-v6-1x10": "min8 grouped by specimen, v6 hybrid (calibrated-axis gate), every model run again on "
+    "the same folds with the shifted-axis columns (the v1 table above has no hybrid and no shifts).",
     "min8-augmentation-1x10": "What the instrument-like augmentation costs on clean library spectra (same folds as the "
     "first repeat above).",
     "paper-specimen-valsplit-1x10": "Early stopping on held-out specimens (fmcnn_specimen_val) vs random held-out "
@@ -142,7 +144,9 @@ def headlines() -> list[str]:
         "cv/min8-v5-1x10.json",
         "cv/paper-v5-1x10.json",
         "cv/paper-specimen-v6-1x10.json",
+        "cv/paper-v6-1x10.json",
         "cv/min8-v6-1x10.json",
+        "cv/min8-specimen-v6-1x10.json",
     ):
         cv = _load(name)
         if cv:
