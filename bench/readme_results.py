@@ -203,7 +203,8 @@ def headlines() -> list[str]:
                 " answer, whose library holds the sources: an upper bound):"
                 f" {100 * base['cnn']['acc']:.1f} % vs correlation search-match {100 * base['corr']['acc']:.1f} % at"
                 f" baseline; 10 cm-1 calibration error: {100 * off['cnn']['acc']:.1f} % vs"
-                f" {100 * off['corr']['acc']:.1f} %, and {100 * fixed['cnn']['acc']:.1f} % after `edge calibrate`{stale}"
+                f" {100 * off['corr']['acc']:.1f} %, and {100 * fixed['cnn']['acc']:.1f} % after"
+                f" `edge calibrate`{stale}"
             )
     perf = _load("edge_perf_latency.json")
     if perf:

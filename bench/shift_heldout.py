@@ -80,7 +80,13 @@ def main(argv: list[str] | None = None) -> int:
         row["corr"] = float((corr_scores(X[in_lib], y[in_lib], Xs, n_classes, 0).argmax(1) == yh).mean())
         rows.append(row)
         print(json.dumps(row), flush=True)
-    out = {"n_heldout": int(yh.size), "train_dir": str(a.train_dir) if a.train_dir else "split from the bundle manifest", "rows": rows, "ece": ece, "note": __doc__}
+    out = {
+        "n_heldout": int(yh.size),
+        "train_dir": str(a.train_dir) if a.train_dir else "split from the bundle manifest",
+        "rows": rows,
+        "ece": ece,
+        "note": __doc__,
+    }
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.with_suffix(".json").write_text(json.dumps(out, indent=1) + "\n")
     names = [k for k in rows[0] if k != "shift_cm1"]
