@@ -81,7 +81,8 @@ def main() -> int:
         args.out, grid_cm1=GRID_CM1.astype(np.float32), intensity=np.stack(rows), meta=np.array(json.dumps(doc))
     )
     print(
-        f"{args.out}: {len(rows)} spectra of {len({m['mineral'] for m in meta})} minerals, {args.out.stat().st_size} bytes"
+        f"{args.out}: {len(rows)} spectra of {len({m['mineral'] for m in meta})} minerals,"
+        f" {args.out.stat().st_size} bytes"
     )
     return 0
 
