@@ -96,8 +96,14 @@ def main(argv: list[str] | None = None) -> int:
         d = -1.0 if delta is None else delta
         lp, corr, emb, g = gated(cal, d)
         params, info = fit_fusion(lp, corr, ds.y[is_cal], emb, align_min_lag_pts=align, cnn_views="both")
-        row = {"variant": name, "w_corr": params.w_corr, "w_emb": params.w_emb, "T": params.temperature,
-               "cal_acc": info["heldout_accuracy"], "cal_gated": float(g.mean())}
+        row = {
+            "variant": name,
+            "w_corr": params.w_corr,
+            "w_emb": params.w_emb,
+            "T": params.temperature,
+            "cal_acc": info["heldout_accuracy"],
+            "cal_gated": float(g.mean()),
+        }
         for s in SHIFTS_CM1:
             lp, corr, emb, g = gated(held[s], d)
             f = fused_logits(params, n, lp, corr, emb)
@@ -106,17 +112,29 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         print(json.dumps(row), flush=True)
     corr0 = {s: float((held[s]["corr0"].argmax(1) == yh).mean()) for s in SHIFTS_CM1}
-    out = {"bundle": str(a.bundle), "n_cal": int(is_cal.sum()), "n_heldout": int(yh.size), "rows": rows,
-           "zero_lag_corr": corr0, "note": __doc__}
+    out = {
+        "bundle": str(a.bundle),
+        "n_cal": int(is_cal.sum()),
+        "n_heldout": int(yh.size),
+        "rows": rows,
+        "zero_lag_corr": corr0,
+        "note": __doc__,
+    }
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.with_suffix(".json").write_text(json.dumps(out, indent=1) + "\n")
-    md = [f"Calibrated-axis gate (bench/calibrated_gate.py), bundle {a.bundle}: fusion fitted on {out['n_cal']} "
-          f"calibration spectra, top-1 on {yh.size} held-out spectra moved by s cm-1",
-          "", "| variant | w_corr | w_emb | cal acc | " + " | ".join(f"{s} cm-1 (gated)" for s in SHIFTS_CM1) + " |",
-          "|---" * (4 + len(SHIFTS_CM1)) + "|"]
+    md = [
+        f"Calibrated-axis gate (bench/calibrated_gate.py), bundle {a.bundle}: fusion fitted on {out['n_cal']} "
+        f"calibration spectra, top-1 on {yh.size} held-out spectra moved by s cm-1",
+        "",
+        "| variant | w_corr | w_emb | cal acc | " + " | ".join(f"{s} cm-1 (gated)" for s in SHIFTS_CM1) + " |",
+        "|---" * (4 + len(SHIFTS_CM1)) + "|",
+    ]
     for r in rows:
-        md.append(f"| {r['variant']} | {r['w_corr']:g} | {r['w_emb']:g} | {r['cal_acc']:.3f} | "
-                  + " | ".join(f"{r[f'acc_{s}']:.3f} ({r[f'gated_{s}']:.2f})" for s in SHIFTS_CM1) + " |")
+        md.append(
+            f"| {r['variant']} | {r['w_corr']:g} | {r['w_emb']:g} | {r['cal_acc']:.3f} | "
+            + " | ".join(f"{r[f'acc_{s}']:.3f} ({r[f'gated_{s}']:.2f})" for s in SHIFTS_CM1)
+            + " |"
+        )
     md += ["", "Zero-lag correlation alone (same library): " + ", ".join(f"{s}: {v:.3f}" for s, v in corr0.items())]
     a.out.with_suffix(".md").write_text("\n".join(md) + "\n")
     return 0

@@ -108,8 +108,7 @@ def main() -> None:
             "",
             f"Library of {len(lib)} references ({ds.n_classes} classes), {args.n} queries shifted +-15 cm-1, "
             f"one thread; load average {res['machine'].get('loadavg_start')} at start (the machine has "
-            f"{res['machine'].get('nproc', '?')} cores; other jobs on them inflate every percentile). "
-            + args.note,
+            f"{res['machine'].get('nproc', '?')} cores; other jobs on them inflate every percentile). " + args.note,
             "",
             f"Library files (format 2, int8 + per-row scale, 96-d int8 embedding): library.npz "
             f"{size['library.npz'] / 1e6:.2f} MB, library.json {size['library.json'] / 1e3:.0f} KB. Loaded: "

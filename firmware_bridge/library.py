@@ -118,9 +118,7 @@ def load_tray(minerals: Iterable[str] | None = None, path: str | os.PathLike[str
             grid = np.asarray(z["grid_cm1"], np.float64)
             table = np.asarray(z["intensity"], np.float64)
     except (OSError, KeyError, ValueError) as err:
-        raise UsageError(
-            f"sample tray {p} unreadable ({err}); reinstall raman-edge or pass --spectra PATH"
-        ) from err
+        raise UsageError(f"sample tray {p} unreadable ({err}); reinstall raman-edge or pass --spectra PATH") from err
     if meta.get("format") != TRAY_FORMAT or len(meta.get("spectra", [])) != table.shape[0]:
         raise UsageError(f"sample tray {p} is not a {TRAY_FORMAT} file; reinstall raman-edge or pass --spectra PATH")
     wanted = None if minerals is None else {mineral_key(m) for m in minerals if m.strip()}
