@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets everything up and runs the full test suite; CI (.ci/run) runs exactly this.
-#  1. the full environment (.venv: trainer + edge + dev): every test;
+#  1. the full environment (.venv: trainer + edge + dev): ruff check and format, then every test;
 #  2. the device environment (.venv-edge: `pip install .[edge]`, no TensorFlow): edge and
 #     firmware_bridge tests, proving neither imports TensorFlow;
 #     then the wheel smoke test: `pip install <wheel>[edge]`, run from an empty folder with no RRUFF;
@@ -21,6 +21,9 @@ run_pytest() {
 }
 
 echo "== 1/3 full environment"
+# Lint and format first: a second is cheaper than a test run spent on a file that drifted.
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
 run_pytest .venv/bin/python -m pytest -q -p no:cacheprovider
 
 echo "== 2/3 device environment without TensorFlow (pip install .[edge])"
