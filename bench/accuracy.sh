@@ -87,9 +87,15 @@ version paper-specimen v6 fmcnn,hybrid paper-specimen-v2.folds.jsonl corr,svm hy
 # differ from the v5 ones by up to 0.02 per fold with the same seed and data.
 version paper v6 fmcnn,hybrid paper-v4-svm.folds.jsonl corr,svm hybrid,fmcnn,corr,svm
 version min8 v6 fmcnn,hybrid min8-v4.folds.jsonl corr,svm hybrid,fmcnn,corr,svm
-# min8 grouped by specimen, v6 (2026-12-06): the hybrid had not been run on this protocol; every
-# model runs again here (all cheap on min8), so every row has the shifted-axis columns.
+# v7 (2026-12-06): the fusion's weight grid up to 800 (trainer.hybrid.W_GRID: every logged paper
+# v6 fold chose w_emb 200, the old edge). Paper: the fold FMCNNs of the v6 run from MODEL_DIR (so
+# the fmcnn rows are v6's); min8 and grouped: trained again in this session.
+version paper v7 fmcnn,hybrid paper-v4-svm.folds.jsonl corr,svm hybrid,fmcnn,corr,svm
+version min8 v7 fmcnn,hybrid min8-v4.folds.jsonl corr,svm hybrid,fmcnn,corr,svm
+# min8 grouped by specimen, v7: the hybrid had not been run on this protocol; every model runs
+# again here (all cheap on min8), so every row has the shifted-axis columns.
 "$PY" -m trainer.cli cv --repeats 1 --folds 10 --seed 0 --selection min8 --group-by specimen \
   --models hybrid,fmcnn,corr,svm,rf,knn,lda --shifts "$SHIFTS" --model-dir "$MODEL_DIR/min8-specimen" \
-  --out "$OUT/min8-specimen-v6-1x10.json" --cache "$OUT/min8-specimen-v6.folds.jsonl" $CV_ARGS
+  --out "$OUT/min8-specimen-v7-1x10.json" --cache "$OUT/min8-specimen-v7.folds.jsonl" $CV_ARGS
+version paper-specimen v7 fmcnn,hybrid paper-specimen-v2.folds.jsonl corr,svm hybrid,fmcnn,corr,svm
 "$PY" -m trainer.cli report $(for f in "$OUT"/*x10.json; do echo --cv "$f"; done) --out bench/results/figures

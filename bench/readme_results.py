@@ -93,8 +93,16 @@ CAPTIONS = {
     "table); correlation and SVM from the v4 run's folds.",
     "min8-v6-1x10": "min8, 10-fold stratified, v6 hybrid (calibrated-axis gate); correlation and SVM from the v4 run's "
     "folds.",
-    "min8-specimen-v6-1x10": "min8 grouped by specimen, v6 hybrid (calibrated-axis gate), every model run again on "
-    "the same folds with the shifted-axis columns (the v1 table above has no hybrid and no shifts).",
+    "paper-v7-1x10": "v7 (2026-12-06): the fusion's weight grid extended from 200 to 800 (every logged fold of the "
+    "paper v6 run chose the embedding weight 200, the old grid's edge). Paper selection, 10-fold stratified: the "
+    "v6 run's fold FMCNNs (so the fmcnn row is v6's); correlation and SVM from the v4 run's folds.",
+    "min8-v7-1x10": "min8, 10-fold stratified, v7 hybrid (weight grid to 800); fold FMCNNs trained again in this "
+    "session (TensorFlow on the CPU is not bit-reproducible: the fmcnn row differs from v5/v6); correlation and "
+    "SVM from the v4 run's folds.",
+    "min8-specimen-v7-1x10": "min8 grouped by specimen, v7 hybrid, every model run again on the same folds with "
+    "the shifted-axis columns (the v1 table above has no hybrid and no shifts).",
+    "paper-specimen-v7-1x10": "Grouped by specimen, v7 hybrid (weight grid to 800): fold FMCNNs trained again in "
+    "this session; correlation and SVM from the v2 run.",
     "min8-augmentation-1x10": "What the instrument-like augmentation costs on clean library spectra (same folds as the "
     "first repeat above).",
     "paper-specimen-valsplit-1x10": "Early stopping on held-out specimens (fmcnn_specimen_val) vs random held-out "
@@ -146,7 +154,10 @@ def headlines() -> list[str]:
         "cv/paper-specimen-v6-1x10.json",
         "cv/paper-v6-1x10.json",
         "cv/min8-v6-1x10.json",
-        "cv/min8-specimen-v6-1x10.json",
+        "cv/paper-v7-1x10.json",
+        "cv/min8-v7-1x10.json",
+        "cv/min8-specimen-v7-1x10.json",
+        "cv/paper-specimen-v7-1x10.json",
     ):
         cv = _load(name)
         if cv:

@@ -274,11 +274,12 @@ def _lazy(attr: str, identity: str = "") -> ModelFn:
 # v2 (2026-12-04): the CNN is the fold's FMCNN itself, and the fusion is fitted on its
 # early-stopping specimens scored the way the protocol scores a test spectrum (trainer.hybrid).
 # v6 tables (2026-12-06): plus the calibrated-axis gate (edge.alignment.calibrated_view).
+# v7 tables (2026-12-06): the fusion's weight grid up to 800 (trainer.hybrid.W_GRID says why).
 MODELS["hybrid"] = _lazy(
     "hybrid_scores",
     identity="hybrid v2: the fold's FMCNN; fusion fitted on its early-stopping specimens against the training "
     "fold without what the protocol holds out; weights by log loss; aligned CNN (3); better of moved and unmoved "
-    "views; calibrated-axis gate chosen on the same specimens (10 cm-1 budget 0.02)",
+    "views; calibrated-axis gate chosen on the same specimens (10 cm-1 budget 0.02); weight grid to 800",
 )
 # The export's own split inside each fold: a CNN trained without calibration specimens, the
 # fusion fitted on them (hidden as the protocol hides a test spectrum). A second CNN per fold.
@@ -286,6 +287,6 @@ MODELS["hybrid_cal"] = _lazy(
     "hybrid_cal_scores",
     identity="hybrid_cal: FMCNN trained without calibration specimens (0.1); fusion fitted on them against the "
     "training fold without what the protocol holds out; weights by log loss; aligned CNN (3); better of moved "
-    "and unmoved views; calibrated-axis gate chosen on the same specimens (10 cm-1 budget 0.02)",
+    "and unmoved views; calibrated-axis gate chosen on the same specimens (10 cm-1 budget 0.02); weight grid to 800",
 )
 MODELS["corr_lag"] = _lazy("corr_lag_scores")
