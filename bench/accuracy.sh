@@ -84,7 +84,7 @@ version min8 v5 fmcnn,hybrid min8-v4.folds.jsonl corr,svm hybrid,fmcnn,corr,svm
 version paper-specimen v6 fmcnn,hybrid paper-specimen-v2.folds.jsonl corr,svm hybrid,fmcnn,corr,svm
 # Paper v6: run 2026-12-06 in a new session with an empty MODEL_DIR, so every fold's FMCNN was
 # trained again; TensorFlow training on the CPU is not bit-reproducible here, and its fmcnn rows
-# differ from the v5 ones by up to 0.02 per fold with the same seed and data.
+# differ from the v5 ones by -0.039 to +0.036 per fold (mean 0.775 -> 0.770) with the same seed and data.
 version paper v6 fmcnn,hybrid paper-v4-svm.folds.jsonl corr,svm hybrid,fmcnn,corr,svm
 version min8 v6 fmcnn,hybrid min8-v4.folds.jsonl corr,svm hybrid,fmcnn,corr,svm
 # v7 (2026-12-06): the fusion's weight grid up to 800 (trainer.hybrid.W_GRID: every logged paper
