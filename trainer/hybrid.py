@@ -55,10 +55,11 @@ ALIGN_MIN_LAG_PTS = 3
 #: (never their test folds); edge/alignment.py has the numbers.
 CNN_VIEWS = "both"
 
-#: Correlation and embedding weights tried (the CNN's is 1). Up to 200 until 2026-12-06, when the
-#: paper-selection CV folds chose w_emb 200, the grid's edge, on the early-stopping specimens of
-#: every fold logged (4 of 4): the fit wanted more embedding than the grid offered. Extended to
-#: 800 (v7 CV tables); with weights this large the fused temperature grows with them (T_MAX).
+#: Correlation and embedding weights tried (the CNN's is 1). Up to 200 until 2026-12-06, when all
+#: 10 folds of the paper-selection v6 CV chose w_emb 200, the grid's edge, on their early-stopping
+#: specimens: the fit wanted more embedding than the grid offered. Extended to 800 (v7 CV tables:
+#: paper accuracy 0.823 -> 0.825, and 8 of 10 folds still chose 800); with weights this large the
+#: fused temperature grows with them (T_MAX).
 W_GRID = (0.0, 5.0, 10.0, 20.0, 30.0, 50.0, 80.0, 120.0, 200.0, 300.0, 500.0, 800.0)
 #: Temperature search range of the fusion fit (50 before 2026-12-06; weights 4x larger need
 #: temperatures 4x larger to say the same thing).
