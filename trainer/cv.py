@@ -60,6 +60,10 @@ class FoldResult:
     #: 10-bin expected calibration error of the top-1 probability on the (unshifted) test
     #: fold, for models whose scores are probabilities (None for similarities and logits)
     ece: float | None = None
+    #: [RRUFF file, true mineral, predicted mineral] for every wrong answer on the unshifted
+    #: test fold, so a table can say *what* a model confuses and compare two models spectrum by
+    #: spectrum (bench/series_confusions.py); None in caches written before it was recorded
+    errors: list[list[str]] | None = None
 
 
 def topk_accuracy(scores: NDArray[np.float64], y: NDArray[np.int64], k: int) -> float:
@@ -239,6 +243,11 @@ def run_cv(
                     fit_predict_s=elapsed,
                     shift_accuracy=shift_acc,
                     model_identity=identity,
+                    errors=[
+                        [ds.files[int(i)], ds.labels[int(t)], ds.labels[int(p)]]
+                        for i, t, p in zip(te, ds.y[te], pred, strict=True)
+                        if t != p
+                    ],
                 )
                 results.append(res)
                 if cache is not None:

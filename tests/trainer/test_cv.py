@@ -42,6 +42,24 @@ def test_baselines_beat_chance_with_identical_folds(small, tmp_path: Path) -> No
     assert cache.read_text().count("\n") == lines and [r.accuracy for r in again] == [r.accuracy for r in results]
 
 
+def test_fold_results_name_every_wrong_answer(small, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cfg = CVConfig(models=("corr", "lda"), folds=3, repeats=1, seed=0)
+    cache = tmp_path / "folds.jsonl"
+    results = run_cv(small, cfg, cache=cache)
+    files = set(small.files)
+    for r in results:
+        assert r.errors is not None
+        # one entry per wrong answer, each a real test spectrum with its true and a different predicted name
+        assert len(r.errors) == round((1 - r.accuracy) * r.n_test)
+        for f, true, pred in r.errors:
+            assert f in files and true != pred
+            assert small.labels[small.y[small.files.index(f)]] == true and pred in small.labels
+    assert any(r.errors for r in results)  # the tiny set is hard enough for something to be wrong
+    # the cache keeps them, so a table can be made without refitting
+    again = run_cv(small, cfg, cache=cache, cached_only=True)
+    assert [r.errors for r in again] == [r.errors for r in results]
+
+
 def test_cache_of_another_dataset_or_seed_is_refused(small, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from trainer.errors import InputError
 
