@@ -98,4 +98,20 @@ version min8 v7 fmcnn,hybrid min8-v4.folds.jsonl corr,svm hybrid,fmcnn,corr,svm
   --models hybrid,fmcnn,corr,svm,rf,knn,lda --shifts "$SHIFTS" --model-dir "$MODEL_DIR/min8-specimen" \
   --out "$OUT/min8-specimen-v7-1x10.json" --cache "$OUT/min8-specimen-v7.folds.jsonl" $CV_ARGS
 version paper-specimen v7 fmcnn,hybrid paper-specimen-v2.folds.jsonl corr,svm hybrid,fmcnn,corr,svm
+# What the models confuse and whether the differences are more than chance (2026-12-07): the v7
+# models again, into caches whose rows name every wrong answer (FoldResult.errors, which the
+# caches above predate), then bench/series_confusions.py on them. FMCNNs trained anew where
+# MODEL_DIR is empty, so these rows are a second run of v7, not the tables above.
+series() {
+  local proto=$1 sel=${1%-specimen} group=()
+  [ "$proto" != "$sel" ] && group=(--group-by specimen)
+  "$PY" -m trainer.cli cv --repeats 1 --folds 10 --seed 0 --selection "$sel" "${group[@]}" --models "$2" \
+    --shifts "$SHIFTS" --model-dir "$MODEL_DIR/$proto" --out "$OUT/$proto-v7r-1x10.json" \
+    --cache "$OUT/$proto-v7r.folds.jsonl" $CV_ARGS
+}
+series min8 fmcnn,hybrid,corr,svm,knn,lda
+series min8-specimen fmcnn,hybrid,corr,svm,knn,lda
+series paper-specimen fmcnn,hybrid,corr
+"$PY" bench/series_confusions.py --cache "min8=$OUT/min8-v7r.folds.jsonl" \
+  --cache "min8-specimen=$OUT/min8-specimen-v7r.folds.jsonl" --cache "paper-specimen=$OUT/paper-specimen-v7r.folds.jsonl"
 "$PY" -m trainer.cli report $(for f in "$OUT"/*x10.json; do echo --cv "$f"; done) --out bench/results/figures

@@ -33,6 +33,10 @@ SECTIONS = [
         "`bench/hybrid_latency.py`, `bench/raw_spectra.py`)",
         ["unknowns.md", "library_add.md", "hybrid_mixture.md", "hybrid_latency.md", "raw_spectra.md"],
     ),
+    (
+        "What the models confuse, and whether the differences are more than chance (`bench/series_confusions.py`)",
+        ["series_confusions.md"],
+    ),
     ("Which bands drove the decision: deconvnet attribution (the paper's Figure 5, ours)", ["figures"]),
     (
         "Robustness: full edge pipeline on emulator spectra vs correlation search-match (`bench/robustness.py`)",
@@ -103,6 +107,13 @@ CAPTIONS = {
     "the shifted-axis columns (the v1 table above has no hybrid and no shifts).",
     "paper-specimen-v7-1x10": "Grouped by specimen, v7 hybrid (weight grid to 800): fold FMCNNs trained again in "
     "this session; correlation and SVM from the v2 run.",
+    "min8-v7r-1x10": "A second run of v7 (2026-12-07), every model on the min8 stratified folds again, into a cache "
+    "that names every wrong answer (for bench/series_confusions.py); fold FMCNNs trained anew (not bit-reproducible), "
+    "so its hybrid and fmcnn rows differ from the v7 table above by run-to-run variation alone.",
+    "min8-specimen-v7r-1x10": "A second run of v7 (2026-12-07), min8 grouped by specimen, every model again, "
+    "naming every wrong answer (bench/series_confusions.py); fold FMCNNs trained anew.",
+    "paper-specimen-v7r-1x10": "A second run of v7 (2026-12-07), paper selection grouped by specimen, hybrid, FMCNN "
+    "and correlation again, naming every wrong answer (bench/series_confusions.py); fold FMCNNs trained anew.",
     "min8-augmentation-1x10": "What the instrument-like augmentation costs on clean library spectra (same folds as the "
     "first repeat above).",
     "paper-specimen-valsplit-1x10": "Early stopping on held-out specimens (fmcnn_specimen_val) vs random held-out "
@@ -158,6 +169,9 @@ def headlines() -> list[str]:
         "cv/min8-v7-1x10.json",
         "cv/min8-specimen-v7-1x10.json",
         "cv/paper-specimen-v7-1x10.json",
+        "cv/min8-v7r-1x10.json",
+        "cv/min8-specimen-v7r-1x10.json",
+        "cv/paper-specimen-v7r-1x10.json",
     ):
         cv = _load(name)
         if cv:
@@ -173,6 +187,23 @@ def headlines() -> list[str]:
                 f"- **{cv['config']['selection']}**, {proto}, {head} (`{Path(name).stem}`): "
                 + ", ".join(fmt.format(m=m, a=s[m]["accuracy_mean"], n=int(s[m]["n_folds"])) for m in ranked)
                 + " (paper: FMCNN 0.988, SVM 0.964 on its 196-class oriented subset)"
+            )
+    sc = _load("series_confusions.json")
+    if sc:
+        ref = sc["reference"]
+        for proto, res in sc["protocols"].items():
+            r = res["models"].get(ref)
+            if not r:
+                continue
+            vs = ", ".join(
+                f"{m} {o['accuracy']:.3f} (p {o['vs_reference']['mcnemar_exact_p']:.2f})"
+                for m, o in sorted(res["models"].items(), key=lambda kv: -kv[1]["accuracy"])
+                if m != ref
+            )
+            lines.append(
+                f"- **{proto}, spectrum by spectrum** (`series_confusions`): {ref} {r['accuracy']:.3f},"
+                f" {r['within_series_errors']} of its {r['errors']} errors within a solid-solution series"
+                f" (series-level {r['series_accuracy']:.3f}); vs {vs} (exact McNemar p against {ref})"
             )
     m = json.loads((ROOT / "models" / "fmcnn-rruff" / "manifest.json").read_text())
     p = m["parity"]
