@@ -200,10 +200,15 @@ def headlines() -> list[str]:
                 for m, o in sorted(res["models"].items(), key=lambda kv: -kv[1]["accuracy"])
                 if m != ref
             )
-            lines.append(
-                f"- **{proto}, spectrum by spectrum** (`series_confusions`): {ref} {r['accuracy']:.3f},"
+            series = (
                 f" {r['within_series_errors']} of its {r['errors']} errors within a solid-solution series"
-                f" (series-level {r['series_accuracy']:.3f}); vs {vs} (exact McNemar p against {ref})"
+                f" (series-level {r['series_accuracy']:.3f});"
+                if res.get("series_list_complete")
+                else ""
+            )
+            lines.append(
+                f"- **{proto}, spectrum by spectrum** (`series_confusions`): {ref} {r['accuracy']:.3f},{series}"
+                f" vs {vs} (exact McNemar p against {ref})"
             )
     m = json.loads((ROOT / "models" / "fmcnn-rruff" / "manifest.json").read_text())
     p = m["parity"]
