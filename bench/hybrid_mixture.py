@@ -40,7 +40,7 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench.common import DEFAULT_OUT, log, machine_info, md_table, percentiles, wilson, write_results  # noqa: E402
-from bench.series import same_series  # noqa: E402
+from bench.series import same_or_series  # noqa: E402
 from edge.library import ReferenceLibrary  # noqa: E402
 from edge.mixture import MixtureFit, MixtureParams, fit_mixture  # noqa: E402
 from trainer.cv import restrict_for_grouping  # noqa: E402
@@ -118,10 +118,7 @@ def pair_matches_series(named: tuple[str, ...] | set[str], truth: tuple[str, str
     if len(named) != 2:
         return False
     a, b = sorted(named)
-
-    def m(x: str, t: str) -> bool:
-        return x == t or same_series(x, t)
-
+    m = same_or_series
     return (m(a, truth[0]) and m(b, truth[1])) or (m(a, truth[1]) and m(b, truth[0]))
 
 
@@ -260,7 +257,7 @@ def main() -> None:
         called += int(comp is not None)
         # a pure spectrum "explained" by two members of its own series (e.g. two garnets)
         t = ds.labels[yt[k]]
-        called_siblings += int(comp is not None and all(m == t or same_series(m, t) for m, _f in comp))
+        called_siblings += int(comp is not None and all(same_or_series(m, t) for m, _f in comp))
     t_search, t_mix = _time_fits(lib, mixes[:200], params)
     shipped: dict[str, Any] | None = None
     try:

@@ -45,3 +45,8 @@ def same_series(a: str, b: str) -> bool:
     """True when two different names belong to one series."""
     s = _SERIES_OF.get(a)
     return a != b and s is not None and s == _SERIES_OF.get(b)
+
+
+def same_or_series(a: str, b: str) -> bool:
+    """True when two names are the same mineral or members of one series."""
+    return a == b or same_series(a, b)
