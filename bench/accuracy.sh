@@ -112,6 +112,8 @@ series() {
 series min8 fmcnn,hybrid,corr,svm,knn,lda
 series min8-specimen fmcnn,hybrid,corr,svm,knn,lda
 series paper-specimen fmcnn,hybrid,corr
+series paper fmcnn,hybrid,corr
 "$PY" bench/series_confusions.py --cache "min8=$OUT/min8-v7r.folds.jsonl" \
-  --cache "min8-specimen=$OUT/min8-specimen-v7r.folds.jsonl" --cache "paper-specimen=$OUT/paper-specimen-v7r.folds.jsonl"
+  --cache "min8-specimen=$OUT/min8-specimen-v7r.folds.jsonl" --cache "paper-specimen=$OUT/paper-specimen-v7r.folds.jsonl" \
+  --cache "paper=$OUT/paper-v7r.folds.jsonl"
 "$PY" -m trainer.cli report $(for f in "$OUT"/*x10.json; do echo --cv "$f"; done) --out bench/results/figures

@@ -37,6 +37,10 @@ SECTIONS = [
         "What the models confuse, and whether the differences are more than chance (`bench/series_confusions.py`)",
         ["series_confusions.md"],
     ),
+    (
+        "Fusing the SVM's evidence too: would it lift the hybrid past the SVM on min8? (`bench/hybrid_svm.py`)",
+        ["hybrid_svm.md"],
+    ),
     ("Which bands drove the decision: deconvnet attribution (the paper's Figure 5, ours)", ["figures"]),
     (
         "Robustness: full edge pipeline on emulator spectra vs correlation search-match (`bench/robustness.py`)",
@@ -114,6 +118,8 @@ CAPTIONS = {
     "naming every wrong answer (bench/series_confusions.py); fold FMCNNs trained anew.",
     "paper-specimen-v7r-1x10": "A second run of v7 (2026-12-07), paper selection grouped by specimen, hybrid, FMCNN "
     "and correlation again, naming every wrong answer (bench/series_confusions.py); fold FMCNNs trained anew.",
+    "paper-v7r-1x10": "A second run of v7 (2026-12-07/08), paper selection 10-fold stratified, hybrid, FMCNN and "
+    "correlation again, naming every wrong answer (bench/series_confusions.py); fold FMCNNs trained anew.",
     "min8-augmentation-1x10": "What the instrument-like augmentation costs on clean library spectra (same folds as the "
     "first repeat above).",
     "paper-specimen-valsplit-1x10": "Early stopping on held-out specimens (fmcnn_specimen_val) vs random held-out "
@@ -172,6 +178,7 @@ def headlines() -> list[str]:
         "cv/min8-v7r-1x10.json",
         "cv/min8-specimen-v7r-1x10.json",
         "cv/paper-specimen-v7r-1x10.json",
+        "cv/paper-v7r-1x10.json",
     ):
         cv = _load(name)
         if cv:

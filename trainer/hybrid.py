@@ -320,9 +320,15 @@ def _fused_on(
     n_classes: int,
     groups: NDArray[Any],
     ctx: Any,
+    extra: Any = None,
 ) -> NDArray[np.float64]:
     """Fused probabilities of X_test: library = the whole training fold, fusion fitted on the
-    `is_cal` rows, each scored against the library without what the protocol hides."""
+    `is_cal` rows, each scored against the library without what the protocol hides.
+
+    `extra(cal_rows_mask) -> (scores of the is_cal rows, scores of X_test)`, each (n, n_classes):
+    a further evidence term for experiments (bench/hybrid_svm.py), added to the fitted fusion's
+    logits with its own weight and a refitted temperature, both chosen on the is_cal rows by log
+    loss. Not on the edge: None (every model of `trainer cv`) leaves the fusion as it is."""
     labels = tuple(str(i) for i in range(n_classes))
 
     def log_p(X: NDArray[np.float32]) -> NDArray[np.float64]:
@@ -373,7 +379,35 @@ def _fused_on(
 
     lp_t, emb_t = cnn_views(scores_t, X_test, Xt, mt, params.cnn_views)
     s = fused_logits(params, n_classes, lp_t, corr_t, emb_t)
+    if extra is not None and is_cal.any():
+        x_cal, x_test = extra(is_cal)
+        s_cal = fused_logits(params, n_classes, *comps(X_train[cal], params.calibrated_gap))
+        w_x, t_x = fit_extra_weight(s_cal, np.asarray(x_cal, np.float64), y_train[cal])
+        print(f"hybrid extra term: weight {w_x:g}, T {t_x:.2f}", file=sys.stderr, flush=True)
+        x_t = np.asarray(x_test, np.float64)
+        return softmax(s + w_x * np.where(np.isfinite(x_t), x_t, 0.0), t_x)
     return softmax(s, params.temperature)
+
+
+#: Weights tried for an experimental extra evidence term (`_fused_on`'s `extra`).
+EXTRA_W_GRID = (0.0, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
+
+
+def fit_extra_weight(s: NDArray[np.float64], x: NDArray[np.float64], y: NDArray[np.int64]) -> tuple[float, float]:
+    """(weight, temperature) of `s + weight * x` with the lowest log loss on held-out rows (each
+    weight at its own NLL temperature; ties: the smaller weight), then the temperature by the
+    top-label Brier score, as `fit_fusion` does. Non-finite x counts as no evidence (0)."""
+    x = np.where(np.isfinite(x), x, 0.0)
+    best: tuple[float, float] | None = None
+    for w in EXTRA_W_GRID:
+        z = s + w * x
+        t = fit_temperature(z, y, T_MIN, T_MAX, criterion="nll")
+        key = (_log_loss(softmax(z, t), y), w)
+        if best is None or key < best:
+            best = key
+    assert best is not None
+    w = best[1]
+    return w, fit_temperature(s + w * x, y, T_MIN, T_MAX, criterion="top_label_brier")
 
 
 def keras_embeddings(model: Any, X: NDArray[np.float32]) -> NDArray[np.float32]:

@@ -112,3 +112,19 @@ def test_gated_library_scores_use_zero_lag_on_a_calibrated_axis(tiny_spectra) ->
     assert np.allclose(corr, zero)
     free = library_scores(lib, X, ds.n_classes, 3)[0]
     assert np.all(free >= corr - 1e-6)
+
+
+def test_extra_term_is_weighted_only_when_it_carries_the_label() -> None:
+    # The experimental extra evidence term (bench/hybrid_svm.py): a fused logit that cannot tell
+    # two classes apart plus a term that can gets a positive weight; a constant term gets none.
+    from trainer.hybrid import fit_extra_weight
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 200)
+    s = np.where(np.isin(np.arange(4), (0, 1)), 2.0, 0.0) + 3.0 * np.eye(4)[y] * (y >= 2)[:, None]
+    # s knows classes 2 and 3, but ties 0 with 1
+    informative = np.eye(4)[y] + rng.normal(0, 0.1, (200, 4))
+    w, t = fit_extra_weight(s, informative, y)
+    assert w > 0 and t > 0
+    w0, _ = fit_extra_weight(s, np.zeros((200, 4)), y)
+    assert w0 == 0.0

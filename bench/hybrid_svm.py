@@ -1,0 +1,187 @@
+"""Would the hybrid pass the SVM baseline if it fused the SVM's evidence too? (issue 12, bench only)
+
+On min8 the linear SVM (trainer.models.svm_scores) is the one baseline ahead of the hybrid on
+both protocols (v7r: 0.938 vs 0.934 stratified, 0.928 vs 0.921 grouped; within chance,
+bench/results/series_confusions.md), and its errors differ from the hybrid's (18 spectra wrong
+only for the hybrid, 15 only for the SVM). This runs `trainer cv` with one more model,
+`hybrid_svm`: the `hybrid` model of the same fold (its FMCNN, library and fitted fusion), plus
+the decision values of the same SVM (SVC, linear, C=100) trained on the fold without the
+hybrid's early-stopping specimens, added to the fused logits with a weight and temperature
+chosen on those specimens by log loss (trainer.hybrid.fit_extra_weight). Test folds choose
+nothing. Not on the edge: this measures whether the component is worth shipping.
+
+    .venv/bin/python bench/hybrid_svm.py --selection min8 [--group-by specimen]
+
+Writes bench/results/hybrid_svm/<protocol>.{json,md} and a per-fold cache beside them (rows
+name every wrong answer, so bench/series_confusions.py can compare them spectrum by spectrum).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from trainer.models import MODELS, svm_scores  # noqa: E402
+
+OUT = Path(__file__).resolve().parent / "results" / "hybrid_svm"
+IDENTITY = (
+    "hybrid_svm v1: the hybrid v2 model of the fold (weight grid to 800) plus SVC(linear, C=100) decision values "
+    "from the fold without the early-stopping specimens, weight and temperature by log loss on those specimens"
+)
+
+
+def linsvm_scores(
+    X_train: Any, y_train: Any, X_test: Any, n_classes: int, seed: int, groups: Any = None, ctx: Any = None
+) -> Any:
+    """One-vs-rest linear SVM (liblinear, same C as the SVC baseline): what an edge could carry,
+    one weight row per class (n_classes x grid), where the SVC's one-vs-one machines (n^2/2 of
+    them, 723 k for 1,203 classes) could not be."""
+    from sklearn.svm import LinearSVC
+
+    from trainer.models import _spread
+
+    m = LinearSVC(C=100, max_iter=20000, random_state=seed)
+    m.fit(X_train, y_train)
+    dec = m.decision_function(X_test)
+    if dec.ndim == 1:  # two classes
+        dec = np.stack([-dec, dec], axis=1)
+    return _spread(dec, m.classes_, n_classes)
+
+
+def _with_extra(term: Any) -> Any:
+    def scores(
+        X_train: Any, y_train: Any, X_test: Any, n_classes: int, seed: int, groups: Any = None, ctx: Any = None
+    ) -> Any:
+        return hybrid_extra_scores(term, X_train, y_train, X_test, n_classes, seed, groups, ctx)
+
+    return scores
+
+
+def hybrid_extra_scores(
+    term: Any,
+    X_train: Any,
+    y_train: Any,
+    X_test: Any,
+    n_classes: int,
+    seed: int,
+    groups: Any = None,
+    ctx: Any = None,
+) -> Any:
+    from trainer.fmcnn import TrainConfig, validation_rows
+    from trainer.hybrid import _fused_on
+    from trainer.models import fold_fmcnn
+
+    if groups is None:
+        groups = np.arange(y_train.size)
+    cfg = TrainConfig(seed=seed)
+    model = fold_fmcnn(X_train, y_train, n_classes, cfg, groups, ctx)
+    is_cal = validation_rows(y_train, cfg, np.random.default_rng(cfg.seed), groups)
+
+    def svm_term(cal: Any) -> tuple[Any, Any]:
+        # One SVM on the rows the fusion does not fit on; it scores the fusion's rows and the test.
+        both = term(X_train[~cal], y_train[~cal], np.concatenate([X_train[cal], X_test]), n_classes, seed)
+        n_cal = int(cal.sum())
+        return both[:n_cal], both[n_cal:]
+
+    return _fused_on(model, is_cal, X_train, y_train, X_test, n_classes, groups, ctx, extra=svm_term)
+
+
+hybrid_svm_scores = _with_extra(svm_scores)
+hybrid_svm_scores.identity = lambda: IDENTITY  # type: ignore[attr-defined]
+hybrid_linsvm_scores = _with_extra(linsvm_scores)
+hybrid_linsvm_scores.identity = lambda: IDENTITY.replace("hybrid_svm v1", "hybrid_linsvm v1").replace(  # type: ignore[attr-defined]
+    "SVC(linear, C=100)", "LinearSVC(ovr, C=100)"
+)
+
+
+def summarize(out_dir: Path = OUT) -> dict[str, Any]:
+    """Every protocol cached in `out_dir`, spectrum by spectrum against the hybrid of the same run."""
+    from bench.series_confusions import load_runs, tabulate
+
+    protocols = {}
+    for cache in sorted(out_dir.glob("*.folds.jsonl"), key=lambda p: (len(p.name), p.name)):
+        runs = load_runs(cache)
+        if "hybrid" in runs:
+            protocols[cache.name.removesuffix(".folds.jsonl")] = tabulate(runs, "hybrid")["models"]
+    return protocols
+
+
+def markdown(protocols: dict[str, Any]) -> str:
+    from bench.common import md_table
+
+    lines = [
+        "# Fusing the SVM's evidence too (bench/hybrid_svm.py)",
+        "",
+        "Same folds, same run per protocol. `hybrid_svm` / `hybrid_linsvm`: the `hybrid` of the same fold plus the "
+        "decision values of the SVC baseline (one-vs-one, linear, C=100) / of a one-vs-rest LinearSVC (C=100, one "
+        "weight row per class: the form an edge could carry), trained on the fold without the hybrid's "
+        "early-stopping specimens, added to the fused logits with a weight and temperature chosen on those "
+        "specimens by log loss. McNemar: exact two-sided test on the spectra exactly one of `hybrid` and the model "
+        "gets wrong. Not on the edge.",
+    ]
+    for proto, models in protocols.items():
+        rows = []
+        for m, r in sorted(models.items(), key=lambda kv: -kv[1]["accuracy"]):
+            vs = r.get("vs_reference")
+            rows.append(
+                [
+                    m,
+                    f"{r['accuracy']:.3f}",
+                    f"{r['errors']} / {r['n']}",
+                    str(r["folds"]),
+                    f"{vs['wrong_only_reference']} / {vs['wrong_only_this']}" if vs else "",
+                    f"{vs['mcnemar_exact_p']:.2f}" if vs else "",
+                ]
+            )
+        lines += ["", f"## {proto}", ""]
+        lines.append(
+            md_table(
+                ["model", "accuracy", "errors", "folds", "wrong only hybrid / only this", "McNemar p"], rows
+            ).rstrip()
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> None:
+    import argparse
+
+    from trainer.cli import app
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--selection", default="min8")
+    ap.add_argument("--group-by", default=None)
+    ap.add_argument("--models", default="hybrid,svm,hybrid_svm,linsvm,hybrid_linsvm")
+    ap.add_argument("--model-dir", default=str(Path.home() / ".cache" / "raman-edge" / "cv-models"))
+    ap.add_argument(
+        "--summarize", action="store_true", help="Train nothing: tabulate the cached runs into hybrid_svm.{json,md}."
+    )
+    a = ap.parse_args(argv)
+    if a.summarize:
+        from bench.common import machine_info, write_results
+
+        protocols = summarize()
+        for p in write_results(
+            OUT.parent, "hybrid_svm", {"protocols": protocols, "machine": machine_info()}, markdown(protocols)
+        ):
+            print(f"wrote {p}")
+        return
+    proto = a.selection + ("-specimen" if a.group_by else "")
+    OUT.mkdir(parents=True, exist_ok=True)
+    MODELS["hybrid_svm"] = hybrid_svm_scores
+    MODELS["linsvm"] = linsvm_scores
+    MODELS["hybrid_linsvm"] = hybrid_linsvm_scores
+    args = ["cv", "--repeats", "1", "--folds", "10", "--seed", "0", "--selection", a.selection]
+    args += ["--models", a.models, "--model-dir", str(Path(a.model_dir) / proto)]
+    args += ["--out", str(OUT / f"{proto}-1x10.json"), "--cache", str(OUT / f"{proto}.folds.jsonl")]
+    if a.group_by:
+        args += ["--group-by", a.group_by]
+    app(args, standalone_mode=False)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
