@@ -92,9 +92,9 @@ def hybrid_extra_scores(
 
 
 hybrid_svm_scores = _with_extra(svm_scores)
-hybrid_svm_scores.identity = lambda: IDENTITY  # type: ignore[attr-defined]
+hybrid_svm_scores.identity = lambda: IDENTITY
 hybrid_linsvm_scores = _with_extra(linsvm_scores)
-hybrid_linsvm_scores.identity = lambda: IDENTITY.replace("hybrid_svm v1", "hybrid_linsvm v1").replace(  # type: ignore[attr-defined]
+hybrid_linsvm_scores.identity = lambda: IDENTITY.replace("hybrid_svm v1", "hybrid_linsvm v1").replace(
     "SVC(linear, C=100)", "LinearSVC(ovr, C=100)"
 )
 
