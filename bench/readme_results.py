@@ -119,7 +119,9 @@ CAPTIONS = {
     "paper-specimen-v7r-1x10": "A second run of v7 (2026-12-07), paper selection grouped by specimen, hybrid, FMCNN "
     "and correlation again, naming every wrong answer (bench/series_confusions.py); fold FMCNNs trained anew.",
     "paper-v7r-1x10": "A second run of v7 (2026-12-07/08), paper selection 10-fold stratified, hybrid, FMCNN and "
-    "correlation again, naming every wrong answer (bench/series_confusions.py); fold FMCNNs trained anew.",
+    "correlation again, naming every wrong answer (bench/series_confusions.py); fold FMCNNs trained anew. Every "
+    "fold's accuracy equals the v7 table's (whose fmcnn row is v6's models): on this selection the training "
+    "reproduced itself.",
     "min8-augmentation-1x10": "What the instrument-like augmentation costs on clean library spectra (same folds as the "
     "first repeat above).",
     "paper-specimen-valsplit-1x10": "Early stopping on held-out specimens (fmcnn_specimen_val) vs random held-out "
