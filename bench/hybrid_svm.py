@@ -19,14 +19,14 @@ name every wrong answer, so bench/series_confusions.py can compare them spectrum
 from __future__ import annotations
 
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from trainer.models import MODELS, svm_scores  # noqa: E402
+from trainer.hybrid import hybrid_scores  # noqa: E402
+from trainer.models import MODELS, spread_decision, svm_scores  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "hybrid_svm"
 IDENTITY = (
@@ -43,60 +43,19 @@ def linsvm_scores(
     them, 723 k for 1,203 classes) could not be."""
     from sklearn.svm import LinearSVC
 
-    from trainer.models import _spread
-
     m = LinearSVC(C=100, max_iter=20000, random_state=seed)
     m.fit(X_train, y_train)
-    dec = m.decision_function(X_test)
-    if dec.ndim == 1:  # two classes
-        dec = np.stack([-dec, dec], axis=1)
-    return _spread(dec, m.classes_, n_classes)
+    return spread_decision(m.decision_function(X_test), m.classes_, n_classes)
 
 
-def _with_extra(term: Any) -> Any:
-    def scores(
-        X_train: Any, y_train: Any, X_test: Any, n_classes: int, seed: int, groups: Any = None, ctx: Any = None
-    ) -> Any:
-        return hybrid_extra_scores(term, X_train, y_train, X_test, n_classes, seed, groups, ctx)
-
-    return scores
-
-
-def hybrid_extra_scores(
-    term: Any,
-    X_train: Any,
-    y_train: Any,
-    X_test: Any,
-    n_classes: int,
-    seed: int,
-    groups: Any = None,
-    ctx: Any = None,
-) -> Any:
-    from trainer.fmcnn import TrainConfig, validation_rows
-    from trainer.hybrid import _fused_on
-    from trainer.models import fold_fmcnn
-
-    if groups is None:
-        groups = np.arange(y_train.size)
-    cfg = TrainConfig(seed=seed)
-    model = fold_fmcnn(X_train, y_train, n_classes, cfg, groups, ctx)
-    is_cal = validation_rows(y_train, cfg, np.random.default_rng(cfg.seed), groups)
-
-    def svm_term(cal: Any) -> tuple[Any, Any]:
-        # One SVM on the rows the fusion does not fit on; it scores the fusion's rows and the test.
-        both = term(X_train[~cal], y_train[~cal], np.concatenate([X_train[cal], X_test]), n_classes, seed)
-        n_cal = int(cal.sum())
-        return both[:n_cal], both[n_cal:]
-
-    return _fused_on(model, is_cal, X_train, y_train, X_test, n_classes, groups, ctx, extra=svm_term)
-
-
-hybrid_svm_scores = _with_extra(svm_scores)
-hybrid_svm_scores.identity = lambda: IDENTITY
-hybrid_linsvm_scores = _with_extra(linsvm_scores)
-hybrid_linsvm_scores.identity = lambda: IDENTITY.replace("hybrid_svm v1", "hybrid_linsvm v1").replace(
+# The `hybrid` model itself, with the SVM as its extra term (trainer.hybrid.hybrid_scores).
+hybrid_svm_scores = partial(hybrid_scores, extra_term=svm_scores)
+hybrid_svm_scores.identity = lambda: IDENTITY  # type: ignore[attr-defined]
+hybrid_linsvm_scores = partial(hybrid_scores, extra_term=linsvm_scores)
+LINSVM_IDENTITY = IDENTITY.replace("hybrid_svm v1", "hybrid_linsvm v1").replace(
     "SVC(linear, C=100)", "LinearSVC(ovr, C=100)"
 )
+hybrid_linsvm_scores.identity = lambda: LINSVM_IDENTITY  # type: ignore[attr-defined]
 
 
 def summarize(out_dir: Path = OUT) -> dict[str, Any]:

@@ -271,10 +271,15 @@ def hybrid_scores(
     seed: int,
     groups: NDArray[Any] | None = None,
     ctx: Any = None,
+    extra_term: Any = None,
 ) -> NDArray[np.float64]:
     """`trainer cv` model: FMCNN + embedding search + shift-tolerant correlation, fused (as the
     edge fuses them); library = training fold. `ctx` (trainer.models.FoldContext) gives the
-    protocol and the fold's kept FMCNN."""
+    protocol and the fold's kept FMCNN.
+
+    `extra_term` (experiments only, bench/hybrid_svm.py): another `trainer cv` model, trained on
+    the fold without the early-stopping rows; its scores of those rows and of X_test become
+    `_fused_on`'s extra evidence term. None: the hybrid as the edge runs it."""
     from trainer.fmcnn import TrainConfig, validation_rows
     from trainer.models import fold_fmcnn
 
@@ -284,7 +289,17 @@ def hybrid_scores(
     model = fold_fmcnn(X_train, y_train, n_classes, cfg, groups, ctx)
     # The rows train_fmcnn held out for early stopping (its first draw from this stream).
     is_cal = validation_rows(y_train, cfg, np.random.default_rng(cfg.seed), groups)
-    return _fused_on(model, is_cal, X_train, y_train, X_test, n_classes, groups, ctx)
+    extra = None
+    if extra_term is not None:
+
+        def extra(cal: NDArray[np.bool_]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+            # One fit on the rows the fusion does not fit on; it scores the fusion's rows and the test.
+            rows = np.concatenate([X_train[cal], X_test])
+            both = extra_term(X_train[~cal], y_train[~cal], rows, n_classes, seed)
+            n_cal = int(cal.sum())
+            return both[:n_cal], both[n_cal:]
+
+    return _fused_on(model, is_cal, X_train, y_train, X_test, n_classes, groups, ctx, extra=extra)
 
 
 def hybrid_cal_scores(

@@ -67,6 +67,13 @@ def _spread(proba: NDArray[np.float64], classes: NDArray[np.int64], n_classes: i
     return out
 
 
+def spread_decision(dec: NDArray[np.float64], classes: NDArray[np.int64], n_classes: int) -> Scores:
+    """`_spread` for an sklearn decision_function, whose two-class form is one column."""
+    if dec.ndim == 1:
+        dec = np.stack([-dec, dec], axis=1)
+    return _spread(dec, classes, n_classes)
+
+
 def best_per_class(sim: NDArray[np.float64], y_train: NDArray[np.int64], n_classes: int) -> Scores:
     """For each test row and class, the best similarity among that class's training rows."""
     out = np.full((sim.shape[0], n_classes), -np.inf)
@@ -149,9 +156,7 @@ def svm_scores(
     # for 1,203 classes) before the ovr reduction; 3,300 test rows at once (a fold with its
     # shifted copies) took 23 GB and were killed by the OOM killer.
     dec = np.concatenate([m.decision_function(X_test[i : i + 128]) for i in range(0, len(X_test), 128)])
-    if dec.ndim == 1:  # two classes
-        dec = np.stack([-dec, dec], axis=1)
-    return _spread(dec, m.classes_, n_classes)
+    return spread_decision(dec, m.classes_, n_classes)
 
 
 def lda_scores(
