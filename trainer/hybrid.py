@@ -344,56 +344,17 @@ def _fused_on(
     a further evidence term for experiments (bench/hybrid_svm.py), added to the fitted fusion's
     logits with its own weight and a refitted temperature, both chosen on the is_cal rows by log
     loss. Not on the edge: None (every model of `trainer cv`) leaves the fusion as it is."""
-    labels = tuple(str(i) for i in range(n_classes))
-
-    def log_p(X: NDArray[np.float32]) -> NDArray[np.float64]:
-        # FMCNN outputs logits since issue 11 (softmax before): _probabilities handles both.
-        return np.log(np.maximum(_probabilities(model, X), 1e-12))
-
-    # The embedding search, as on the edge: the bottleneck vector (float here; the edge's int8).
-    # Library rows are embedded as they are; queries after alignment to their best match.
     E_train = keras_embeddings(model, X_train)
-    lib = library_from_arrays(X_train, y_train, labels, groups, embedding=E_train)
+    lib = library_from_arrays(X_train, y_train, _labels(n_classes), groups, embedding=E_train)
     params = FusionParams()  # notes' naive fusion when no specimen could be held out
     if is_cal.any():
         cal = np.flatnonzero(is_cal)
-        grouped = ctx is None or getattr(ctx, "group_by", None) == "specimen"
-        # What a test spectrum of this protocol could not find in the library: its specimen
-        # (grouped) or only itself (stratified).
-        key = groups if grouped else np.arange(y_train.size)
-        hide = key[cal][:, None] == key[None, :]
-
-        def scores_v(rows: NDArray[np.float32], idx: NDArray[np.int64]) -> tuple[Any, Any]:
-            emb = emb_per_class(lib, keras_embeddings(model, rows), n_classes, hide[idx])
-            return log_p(rows), emb
-
-        def comps(Xq: NDArray[np.float32], gap: float) -> tuple[Any, Any, Any]:
-            corr_v, Xv, mv = library_scores(lib, Xq, n_classes, ALIGN_MIN_LAG_PTS, hide, gap)
-            lp_v, emb_v = cnn_views(scores_v, Xq, Xv, mv, CNN_VIEWS)
-            return lp_v, corr_v, emb_v
-
+        comps = heldout_components(model, lib, _hidden(ctx, groups, cal), n_classes)
         params, info = fit_gated_fusion(
             comps, X_train[cal], y_train[cal], align_min_lag_pts=ALIGN_MIN_LAG_PTS, cnn_views=CNN_VIEWS
         )
-        # One line per fold in the run's log: what the fit chose, and what the gaps gave.
-        edge = " (a weight at the grid edge)" if info["weight_at_grid_edge"] else ""
-        print(
-            f"hybrid fusion: w_corr {params.w_corr:g}, w_emb {params.w_emb:g}, T {params.temperature:.2f}, "
-            f"calibrated_gap {params.calibrated_gap:g}{edge}; "
-            f"tried {json.dumps(info['calibrated_gap_tried'])}",
-            file=sys.stderr,
-            flush=True,
-        )
-    corr_t, Xt, mt = library_scores(
-        lib, X_test, n_classes, params.align_min_lag_pts, calibrated_gap=params.calibrated_gap
-    )
-
-    def scores_t(rows: NDArray[np.float32], idx: NDArray[np.int64]) -> tuple[Any, Any]:
-        emb = emb_per_class(lib, keras_embeddings(model, rows), n_classes) if params.w_emb else None
-        return log_p(rows), emb
-
-    lp_t, emb_t = cnn_views(scores_t, X_test, Xt, mt, params.cnn_views)
-    s = fused_logits(params, n_classes, lp_t, corr_t, emb_t)
+        log_fusion(params, info)
+    s = fused_test_logits(model, lib, params, X_test, n_classes)
     if extra is not None and is_cal.any():
         x_cal, x_test = extra(is_cal)
         s_cal = fused_logits(params, n_classes, *comps(X_train[cal], params.calibrated_gap))
@@ -402,6 +363,71 @@ def _fused_on(
         x_t = np.asarray(x_test, np.float64)
         return softmax(s + w_x * np.where(np.isfinite(x_t), x_t, 0.0), t_x)
     return softmax(s, params.temperature)
+
+
+def _labels(n_classes: int) -> tuple[str, ...]:
+    return tuple(str(i) for i in range(n_classes))
+
+
+def _log_p(model: Any, X: NDArray[np.float32]) -> NDArray[np.float64]:
+    # FMCNN outputs logits since issue 11 (softmax before): _probabilities handles both.
+    return np.log(np.maximum(_probabilities(model, X), 1e-12))
+
+
+def _hidden(ctx: Any, groups: NDArray[Any], rows: NDArray[np.int64]) -> NDArray[np.bool_]:
+    """(len(rows), n_train) mask of the references each held-out row must not see: what a
+    test spectrum of this protocol could not find in the library, its specimen (grouped) or
+    only itself (stratified)."""
+    grouped = ctx is None or getattr(ctx, "group_by", None) == "specimen"
+    key = groups if grouped else np.arange(groups.size)
+    return np.asarray(key[rows][:, None] == key[None, :])
+
+
+def heldout_components(model: Any, lib: ReferenceLibrary, hide: NDArray[np.bool_], n_classes: int) -> Any:
+    """`comps(Xq, gap) -> (CNN log p, correlation per class, embedding per class)` of held-out
+    rows Xq (row i of Xq hides the references `hide[i]` marks), computed as the edge does with
+    that `calibrated_gap`: fit_gated_fusion's input. The embedding search, as on the edge: the
+    bottleneck vector (float here; the edge's int8); library rows embedded as they are, queries
+    after alignment to their best match."""
+
+    def scores_v(rows: NDArray[np.float32], idx: NDArray[np.int64]) -> tuple[Any, Any]:
+        emb = emb_per_class(lib, keras_embeddings(model, rows), n_classes, hide[idx])
+        return _log_p(model, rows), emb
+
+    def comps(Xq: NDArray[np.float32], gap: float) -> tuple[Any, Any, Any]:
+        corr_v, Xv, mv = library_scores(lib, Xq, n_classes, ALIGN_MIN_LAG_PTS, hide, gap)
+        lp_v, emb_v = cnn_views(scores_v, Xq, Xv, mv, CNN_VIEWS)
+        return lp_v, corr_v, emb_v
+
+    return comps
+
+
+def log_fusion(params: FusionParams, info: dict[str, Any]) -> None:
+    """One line per fold in the run's log: what the fit chose, and what the gaps gave."""
+    edge = " (a weight at the grid edge)" if info["weight_at_grid_edge"] else ""
+    print(
+        f"hybrid fusion: w_corr {params.w_corr:g}, w_emb {params.w_emb:g}, T {params.temperature:.2f}, "
+        f"calibrated_gap {params.calibrated_gap:g}{edge}; "
+        f"tried {json.dumps(info['calibrated_gap_tried'])}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def fused_test_logits(
+    model: Any, lib: ReferenceLibrary, params: FusionParams, X_test: NDArray[np.float32], n_classes: int
+) -> NDArray[np.float64]:
+    """Fused logits (before the temperature) of test rows against the whole library, as the edge."""
+    corr_t, Xt, mt = library_scores(
+        lib, X_test, n_classes, params.align_min_lag_pts, calibrated_gap=params.calibrated_gap
+    )
+
+    def scores_t(rows: NDArray[np.float32], idx: NDArray[np.int64]) -> tuple[Any, Any]:
+        emb = emb_per_class(lib, keras_embeddings(model, rows), n_classes) if params.w_emb else None
+        return _log_p(model, rows), emb
+
+    lp_t, emb_t = cnn_views(scores_t, X_test, Xt, mt, params.cnn_views)
+    return fused_logits(params, n_classes, lp_t, corr_t, emb_t)
 
 
 #: Weights tried for an experimental extra evidence term (`_fused_on`'s `extra`).

@@ -252,8 +252,8 @@ MODELS: dict[str, ModelFn] = {
 }
 
 
-def _lazy(attr: str, identity: str = "") -> ModelFn:
-    """A model defined in trainer.hybrid (imported on use: it imports the edge library search).
+def _lazy(attr: str, identity: str = "", module: str = "trainer.hybrid") -> ModelFn:
+    """A model defined in `module` (imported on use: it imports the edge library search).
     `identity` names the recipe, so a CV fold cached by an earlier recipe is redone."""
 
     def scores(
@@ -265,9 +265,9 @@ def _lazy(attr: str, identity: str = "") -> ModelFn:
         groups: Groups | None = None,
         ctx: FoldContext | None = None,
     ) -> Scores:
-        from trainer import hybrid
+        import importlib
 
-        fn: ModelFn = getattr(hybrid, attr)
+        fn: ModelFn = getattr(importlib.import_module(module), attr)
         return fn(X_train, y_train, X_test, n_classes, seed, groups=groups, ctx=ctx)
 
     if identity:
@@ -295,3 +295,12 @@ MODELS["hybrid_cal"] = _lazy(
     "and unmoved views; calibrated-axis gate chosen on the same specimens (10 cm-1 budget 0.02); weight grid to 800",
 )
 MODELS["corr_lag"] = _lazy("corr_lag_scores")
+# The same hybrid, its fusion fitted on every training row scored out of fold by CNNs trained on
+# the other parts (trainer.hybrid_xfit): five more CNNs per fold.
+MODELS["hybrid_xfit"] = _lazy(
+    "hybrid_xfit_scores",
+    identity="hybrid_xfit v1: the fold's FMCNN and library; fusion (hybrid v2's grids and criteria) fitted on "
+    "every training row scored out of fold by 5 FMCNNs trained on the other parts (split as the protocol) against "
+    "the training fold without what the protocol holds out",
+    module="trainer.hybrid_xfit",
+)

@@ -1,0 +1,69 @@
+"""The cross-fitted hybrid: inner parts split as the protocol, rows kept in order, real CNNs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from trainer.cv import CVConfig, run_cv
+from trainer.dataset import from_spectra
+from trainer.hybrid_xfit import crossfit_components, inner_folds
+from trainer.rruff import select
+
+
+def test_grouped_parts_keep_specimens_whole_and_cover_every_row() -> None:
+    y = np.repeat(np.arange(6), 8)
+    groups = np.repeat(np.arange(24), 2)  # four specimens of two spectra per class
+    part = inner_folds(y, groups, grouped=True, k=4, seed=0)
+    assert set(part) == {0, 1, 2, 3}
+    for g in np.unique(groups):
+        assert np.unique(part[groups == g]).size == 1
+    # Stratified: a class's eight spectra spread over every part, specimens ignored.
+    part = inner_folds(y, groups, grouped=False, k=4, seed=0)
+    for c in range(6):
+        assert np.bincount(part[y == c], minlength=4).tolist() == [2, 2, 2, 2]
+
+
+def test_crossfit_components_route_each_part_to_its_own_scorer() -> None:
+    def scorer(tag: float):  # type: ignore[no-untyped-def]
+        return lambda Xq, gap: (Xq[:, :2] + tag, Xq[:, :2] * 0 + gap, Xq[:, :2] * 0 + tag)
+
+    parts = [(np.array([4, 1]), scorer(100.0)), (np.array([0, 2, 3]), scorer(200.0))]
+    X = np.arange(10, dtype=np.float64).reshape(5, 2)
+    lp, corr, emb = crossfit_components(parts)(X, 0.5)
+    assert lp.shape == (5, 2) and np.all(corr == 0.5)
+    assert emb[:, 0].tolist() == [100.0, 100.0, 200.0, 200.0, 200.0]
+    assert lp[2].tolist() == [204.0, 205.0]  # third row of X, scored by the second part
+
+
+def test_hybrid_xfit_trains_one_cnn_per_part_and_reuses_the_folds_own(  # type: ignore[no-untyped-def]
+    tiny_spectra, tmp_path: Path, monkeypatch
+) -> None:
+    pytest.importorskip("tensorflow")
+    import trainer.fmcnn as fm
+    import trainer.hybrid_xfit as hx
+
+    monkeypatch.setattr(hx, "INNER_FOLDS", 2)
+    trained: list[int] = []
+    real_train = fm.train_fmcnn
+
+    def counting(*a, **kw):  # type: ignore[no-untyped-def]
+        trained.append(1)
+        return real_train(*a, **kw)
+
+    monkeypatch.setattr(fm, "train_fmcnn", counting)
+    chosen, counts = select(tiny_spectra, "paper")
+    ds = from_spectra(chosen, counts=counts)
+    models = tmp_path / "models"
+    cfg = CVConfig(models=("fmcnn", "hybrid_xfit", "corr"), folds=2, repeats=1, seed=0)
+    results = run_cv(ds, cfg, cache=tmp_path / "a.jsonl", model_dir=models)
+    # Per fold: the fold's FMCNN (shared with the fmcnn column) and one per inner part.
+    assert len(trained) == 2 * (1 + 2)
+    assert len(list(models.glob("*-fmcnn-xfit*.keras"))) == 4
+    by = {(r.model, r.fold): r for r in results}
+    for fold in range(2):
+        xfit = by[("hybrid_xfit", fold)]
+        assert xfit.ece is not None
+        assert xfit.accuracy >= min(by[("fmcnn", fold)].accuracy, by[("corr", fold)].accuracy) - 0.1
