@@ -11,6 +11,11 @@ chosen on those specimens by log loss (trainer.hybrid.fit_extra_weight). Test fo
 nothing. Not on the edge: this measures whether the component is worth shipping.
 
     .venv/bin/python bench/hybrid_svm.py --selection min8 [--group-by specimen]
+    .venv/bin/python bench/hybrid_svm.py --selection min8 [--group-by specimen] --tag xfit \
+        --models hybrid,hybrid_xfit,svm,linsvm,hybrid_xfit_svm,hybrid_xfit_linsvm
+
+The second form: the same terms on the cross-fitted hybrid (trainer.hybrid_xfit), whose fusion
+and term weight are fitted on every training row scored out of fold, not on a tenth of them.
 
 Writes bench/results/hybrid_svm/<protocol>.{json,md} and a per-fold cache beside them (rows
 name every wrong answer, so bench/series_confusions.py can compare them spectrum by spectrum).
@@ -26,6 +31,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from trainer.hybrid import hybrid_scores  # noqa: E402
+from trainer.hybrid_xfit import hybrid_xfit_scores  # noqa: E402
 from trainer.models import MODELS, spread_decision, svm_scores  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "hybrid_svm"
@@ -56,6 +62,20 @@ LINSVM_IDENTITY = IDENTITY.replace("hybrid_svm v1", "hybrid_linsvm v1").replace(
     "SVC(linear, C=100)", "LinearSVC(ovr, C=100)"
 )
 hybrid_linsvm_scores.identity = lambda: LINSVM_IDENTITY  # type: ignore[attr-defined]
+# The same two terms on the cross-fitted hybrid (trainer.hybrid_xfit): the term is cross-fitted on
+# the hybrid's own inner parts, so its weight is chosen on every training row, not a tenth.
+XFIT_IDENTITY = (
+    "hybrid_xfit_svm v1: the hybrid_xfit v1 model of the fold plus SVC(linear, C=100) decision values cross-fitted "
+    "on its inner parts, weight and temperature by log loss on every training row; test scored by the SVC of the "
+    "whole training fold"
+)
+hybrid_xfit_svm_scores = partial(hybrid_xfit_scores, extra_term=svm_scores)
+hybrid_xfit_svm_scores.identity = lambda: XFIT_IDENTITY  # type: ignore[attr-defined]
+hybrid_xfit_linsvm_scores = partial(hybrid_xfit_scores, extra_term=linsvm_scores)
+XFIT_LINSVM_IDENTITY = XFIT_IDENTITY.replace("hybrid_xfit_svm v1", "hybrid_xfit_linsvm v1").replace(
+    "SVC(linear, C=100)", "LinearSVC(ovr, C=100)"
+)
+hybrid_xfit_linsvm_scores.identity = lambda: XFIT_LINSVM_IDENTITY  # type: ignore[attr-defined]
 
 
 def summarize(out_dir: Path = OUT) -> dict[str, Any]:
@@ -115,6 +135,7 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--selection", default="min8")
     ap.add_argument("--group-by", default=None)
     ap.add_argument("--models", default="hybrid,svm,hybrid_svm,linsvm,hybrid_linsvm")
+    ap.add_argument("--tag", default="", help="Suffix of this run's cache and table (e.g. xfit): same folds.")
     ap.add_argument("--model-dir", default=str(Path.home() / ".cache" / "raman-edge" / "cv-models"))
     ap.add_argument(
         "--summarize", action="store_true", help="Train nothing: tabulate the cached runs into hybrid_svm.{json,md}."
@@ -134,9 +155,12 @@ def main(argv: list[str]) -> None:
     MODELS["hybrid_svm"] = hybrid_svm_scores
     MODELS["linsvm"] = linsvm_scores
     MODELS["hybrid_linsvm"] = hybrid_linsvm_scores
+    MODELS["hybrid_xfit_svm"] = hybrid_xfit_svm_scores
+    MODELS["hybrid_xfit_linsvm"] = hybrid_xfit_linsvm_scores
     args = ["cv", "--repeats", "1", "--folds", "10", "--seed", "0", "--selection", a.selection]
     args += ["--models", a.models, "--model-dir", str(Path(a.model_dir) / proto)]
-    args += ["--out", str(OUT / f"{proto}-1x10.json"), "--cache", str(OUT / f"{proto}.folds.jsonl")]
+    name = proto + (f"-{a.tag}" if a.tag else "")
+    args += ["--out", str(OUT / f"{name}-1x10.json"), "--cache", str(OUT / f"{name}.folds.jsonl")]
     if a.group_by:
         args += ["--group-by", a.group_by]
     app(args, standalone_mode=False)

@@ -20,17 +20,19 @@ trainings per fold (kept in `trainer cv --model-dir` like the fold's own).
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from edge.fusion import softmax
+from edge.fusion import fused_logits, softmax
 from trainer.hybrid import (
     ALIGN_MIN_LAG_PTS,
     CNN_VIEWS,
     _hidden,
     _labels,
+    fit_extra_weight,
     fit_gated_fusion,
     fused_test_logits,
     heldout_components,
@@ -89,8 +91,14 @@ def hybrid_xfit_scores(
     seed: int,
     groups: NDArray[Any] | None = None,
     ctx: Any = None,
+    extra_term: Any = None,
 ) -> NDArray[np.float64]:
-    """`trainer cv` model: the hybrid, its fusion fitted on the cross-fitted training fold."""
+    """`trainer cv` model: the hybrid, its fusion fitted on the cross-fitted training fold.
+
+    `extra_term` (experiments only, bench/hybrid_svm.py): another `trainer cv` model, cross-fitted
+    on the same parts; its out-of-fold scores join the fitted fusion with a weight and
+    temperature chosen on the same rows (trainer.hybrid.fit_extra_weight), and its model of the
+    whole training fold scores the test fold. None: the hybrid as the edge runs it."""
     from trainer.fmcnn import TrainConfig
     from trainer.models import fold_fmcnn
 
@@ -110,8 +118,9 @@ def hybrid_xfit_scores(
         lib_k = library_from_arrays(X_train, y_train, labels, groups, embedding=keras_embeddings(m_k, X_train))
         parts.append((held, heldout_components(m_k, lib_k, _hidden(ctx, groups, held), n_classes)))
     rows = np.concatenate([held for held, _ in parts])
+    comps = crossfit_components(parts)
     params, info = fit_gated_fusion(
-        crossfit_components(parts),
+        comps,
         X_train[rows],
         y_train[rows],
         align_min_lag_pts=ALIGN_MIN_LAG_PTS,
@@ -120,4 +129,17 @@ def hybrid_xfit_scores(
     log_fusion(params, info)
     model = fold_fmcnn(X_train, y_train, n_classes, cfg, groups, ctx)
     lib = library_from_arrays(X_train, y_train, labels, groups, embedding=keras_embeddings(model, X_train))
-    return softmax(fused_test_logits(model, lib, params, X_test, n_classes), params.temperature)
+    s = fused_test_logits(model, lib, params, X_test, n_classes)
+    if extra_term is None:
+        return softmax(s, params.temperature)
+    x_rows = np.concatenate(
+        [
+            np.asarray(extra_term(X_train[part != k], y_train[part != k], X_train[held], n_classes, seed), np.float64)
+            for k, (held, _) in enumerate(parts)
+        ]
+    )
+    s_rows = fused_logits(params, n_classes, *comps(X_train[rows], params.calibrated_gap))
+    w_x, t_x = fit_extra_weight(s_rows, x_rows, y_train[rows])
+    print(f"hybrid extra term: weight {w_x:g}, T {t_x:.2f}", file=sys.stderr, flush=True)
+    x_t = np.asarray(extra_term(X_train, y_train, X_test, n_classes, seed), np.float64)
+    return softmax(s + w_x * np.where(np.isfinite(x_t), x_t, 0.0), t_x)
