@@ -296,11 +296,11 @@ MODELS["hybrid_cal"] = _lazy(
 )
 MODELS["corr_lag"] = _lazy("corr_lag_scores")
 # The same hybrid, its fusion fitted on every training row scored out of fold by CNNs trained on
-# the other parts (trainer.hybrid_xfit): five more CNNs per fold.
+# the other parts (trainer.hybrid_xfit): three more CNNs per fold.
 MODELS["hybrid_xfit"] = _lazy(
     "hybrid_xfit_scores",
     identity="hybrid_xfit v1: the fold's FMCNN and library; fusion (hybrid v2's grids and criteria) fitted on "
-    "every training row scored out of fold by 5 FMCNNs trained on the other parts (split as the protocol) against "
+    "every training row scored out of fold by 3 FMCNNs trained on the other parts (split as the protocol) against "
     "the training fold without what the protocol holds out",
     module="trainer.hybrid_xfit",
 )
