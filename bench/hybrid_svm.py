@@ -78,15 +78,21 @@ XFIT_LINSVM_IDENTITY = XFIT_IDENTITY.replace("hybrid_xfit_svm v1", "hybrid_xfit_
 hybrid_xfit_linsvm_scores.identity = lambda: XFIT_LINSVM_IDENTITY  # type: ignore[attr-defined]
 
 
+def reference_of(models: Any) -> str:
+    """The model a run is compared against: the cross-fitted hybrid when the run has it."""
+    return "hybrid_xfit" if "hybrid_xfit" in models else "hybrid"
+
+
 def summarize(out_dir: Path = OUT) -> dict[str, Any]:
-    """Every protocol cached in `out_dir`, spectrum by spectrum against the hybrid of the same run."""
+    """Every protocol cached in `out_dir`, spectrum by spectrum against the hybrid of the same run
+    (`reference_of`)."""
     from bench.series_confusions import load_runs, tabulate
 
     protocols = {}
     for cache in sorted(out_dir.glob("*.folds.jsonl"), key=lambda p: (len(p.name), p.name)):
         runs = load_runs(cache)
         if "hybrid" in runs:
-            protocols[cache.name.removesuffix(".folds.jsonl")] = tabulate(runs, "hybrid")["models"]
+            protocols[cache.name.removesuffix(".folds.jsonl")] = tabulate(runs, reference_of(runs))["models"]
     return protocols
 
 
@@ -100,8 +106,11 @@ def markdown(protocols: dict[str, Any]) -> str:
         "decision values of the SVC baseline (one-vs-one, linear, C=100) / of a one-vs-rest LinearSVC (C=100, one "
         "weight row per class: the form an edge could carry), trained on the fold without the hybrid's "
         "early-stopping specimens, added to the fused logits with a weight and temperature chosen on those "
-        "specimens by log loss. McNemar: exact two-sided test on the spectra exactly one of `hybrid` and the model "
-        "gets wrong. Not on the edge.",
+        "specimens by log loss. `-xfit` runs: `hybrid_xfit` (trainer.hybrid_xfit), the fusion fitted on every "
+        "training row scored out of fold by CNNs trained on the other inner parts, and the same two terms "
+        "cross-fitted on those parts, their weight chosen on every training row (`hybrid_xfit_svm`, "
+        "`hybrid_xfit_linsvm`). McNemar: exact two-sided test on the spectra exactly one of the run's reference "
+        "(`hybrid`, or `hybrid_xfit` in an -xfit run) and the model gets wrong. Not on the edge.",
     ]
     for proto, models in protocols.items():
         rows = []
@@ -120,7 +129,8 @@ def markdown(protocols: dict[str, Any]) -> str:
         lines += ["", f"## {proto}", ""]
         lines.append(
             md_table(
-                ["model", "accuracy", "errors", "folds", "wrong only hybrid / only this", "McNemar p"], rows
+                ["model", "accuracy", "errors", "folds", f"wrong only {reference_of(models)} / only this", "McNemar p"],
+                rows,
             ).rstrip()
         )
     return "\n".join(lines) + "\n"

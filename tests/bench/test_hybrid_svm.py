@@ -31,3 +31,13 @@ def test_summary_counts_discordant_spectra_per_protocol(tmp_path: Path) -> None:
     assert out["min8"]["hybrid"]["accuracy"] == 1 - 2 / 80
     md = markdown(out)
     assert "| hybrid_svm | 0.975 | 2 / 80 | 2 | 1 / 1 | 1.00 |" in md
+
+
+def test_an_xfit_run_is_compared_with_the_cross_fitted_hybrid(tmp_path: Path) -> None:
+    wrong = [["a.txt", "Pyrope", "Almandine"]]
+    rows = [_row("hybrid", 0, wrong), _row("hybrid_xfit", 0, []), _row("svm", 0, wrong)]
+    (tmp_path / "min8-xfit.folds.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = summarize(tmp_path)["min8-xfit"]
+    assert "vs_reference" not in out["hybrid_xfit"]
+    assert out["hybrid"]["vs_reference"]["wrong_only_this"] == 1
+    assert "wrong only hybrid_xfit / only this" in markdown({"min8-xfit": out})
