@@ -116,4 +116,16 @@ series paper fmcnn,hybrid,corr
 "$PY" bench/series_confusions.py --cache "min8=$OUT/min8-v7r.folds.jsonl" \
   --cache "min8-specimen=$OUT/min8-specimen-v7r.folds.jsonl" --cache "paper-specimen=$OUT/paper-specimen-v7r.folds.jsonl" \
   --cache "paper=$OUT/paper-v7r.folds.jsonl"
+# v8 (2026-12-08): hybrid_xfit, the hybrid's fusion fitted on every training row scored out of fold
+# by 3 inner FMCNNs (trainer/hybrid_xfit.py), beside the hybrid built on the same fold FMCNNs (one
+# cache: same run); corr, SVM, kNN and LDA rows from the v7r caches (deterministic, same folds).
+# About 50 min per protocol on 2 cores. Then the SVM terms on it (bench/hybrid_svm.py --tag xfit:
+# no CNN trained, every one is in MODEL_DIR by then).
+V8="hybrid_xfit,hybrid,fmcnn,corr,svm,knn,lda"
+version min8-specimen v8 fmcnn,hybrid,hybrid_xfit min8-specimen-v7r.folds.jsonl corr,svm,knn,lda "$V8"
+version min8 v8 fmcnn,hybrid,hybrid_xfit min8-v7r.folds.jsonl corr,svm,knn,lda "$V8"
+XFIT_MODELS=hybrid,hybrid_xfit,svm,linsvm,hybrid_xfit_svm,hybrid_xfit_linsvm
+"$PY" bench/hybrid_svm.py --selection min8 --group-by specimen --tag xfit --models "$XFIT_MODELS" --model-dir "$MODEL_DIR"
+"$PY" bench/hybrid_svm.py --selection min8 --tag xfit --models "$XFIT_MODELS" --model-dir "$MODEL_DIR"
+"$PY" bench/hybrid_svm.py --summarize
 "$PY" -m trainer.cli report $(for f in "$OUT"/*x10.json; do echo --cv "$f"; done) --out bench/results/figures

@@ -122,6 +122,12 @@ CAPTIONS = {
     "correlation again, naming every wrong answer (bench/series_confusions.py); fold FMCNNs trained anew. Every "
     "fold's accuracy equals the v7 table's (whose fmcnn row is v6's models): on this selection the training "
     "reproduced itself.",
+    "min8-specimen-v8-1x10": "v8 (2026-12-08), min8 grouped by specimen: hybrid_xfit, the hybrid's fusion fitted on "
+    "every training row scored out of fold by 3 inner FMCNNs (trainer/hybrid_xfit.py), not on the early-stopping "
+    "tenth; hybrid and hybrid_xfit built on the same fold FMCNNs (trained anew, so fmcnn and hybrid differ from "
+    "v7r by run-to-run variation); correlation, SVM, kNN and LDA from the v7r run's folds.",
+    "min8-v8-1x10": "v8 (2026-12-08), min8 10-fold stratified: hybrid_xfit as in the grouped v8 table; hybrid and "
+    "hybrid_xfit on the same fold FMCNNs; correlation, SVM, kNN and LDA from the v7r run's folds.",
     "min8-augmentation-1x10": "What the instrument-like augmentation costs on clean library spectra (same folds as the "
     "first repeat above).",
     "paper-specimen-valsplit-1x10": "Early stopping on held-out specimens (fmcnn_specimen_val) vs random held-out "
@@ -181,6 +187,8 @@ def headlines() -> list[str]:
         "cv/min8-specimen-v7r-1x10.json",
         "cv/paper-specimen-v7r-1x10.json",
         "cv/paper-v7r-1x10.json",
+        "cv/min8-specimen-v8-1x10.json",
+        "cv/min8-v8-1x10.json",
     ):
         cv = _load(name)
         if cv:
