@@ -67,3 +67,63 @@ def test_hybrid_xfit_trains_one_cnn_per_part_and_reuses_the_folds_own(  # type: 
         xfit = by[("hybrid_xfit", fold)]
         assert xfit.ece is not None
         assert xfit.accuracy >= min(by[("fmcnn", fold)].accuracy, by[("corr", fold)].accuracy) - 0.1
+
+
+def _without_a_cnn(monkeypatch, n_classes: int) -> None:  # type: ignore[no-untyped-def]
+    """The CNN replaced by one that knows nothing (flat probabilities, the spectrum itself as
+    its embedding): the fusion's plumbing without TensorFlow."""
+    import trainer.hybrid as hy
+    import trainer.hybrid_xfit as hx
+    import trainer.models as tm
+
+    def embed(model, X):  # type: ignore[no-untyped-def]
+        e = np.asarray(X[:, ::8], np.float32)
+        return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+
+    monkeypatch.setattr(tm, "fold_fmcnn", lambda *a, **kw: object())
+    monkeypatch.setattr(hy, "_probabilities", lambda model, X: np.full((len(X), n_classes), 1.0 / n_classes))
+    monkeypatch.setattr(hy, "keras_embeddings", embed)
+    monkeypatch.setattr(hx, "keras_embeddings", embed)
+
+
+def test_an_extra_term_is_cross_fitted_on_the_same_rows_as_the_fusion(  # type: ignore[no-untyped-def]
+    tiny_spectra, monkeypatch
+) -> None:
+    import trainer.hybrid_xfit as hx
+
+    ds = from_spectra(select(tiny_spectra, "paper")[0])
+    _without_a_cnn(monkeypatch, ds.n_classes)
+    test = np.isin(ds.groups, np.unique(ds.groups)[::4])
+    label_of = {x.tobytes(): int(c) for x, c in zip(ds.X, ds.y, strict=True)}
+    calls: list[int] = []
+
+    def oracle(X_tr, y_tr, X_te, n, seed):  # type: ignore[no-untyped-def]
+        # Never trained on what it scores (checked), and it names every row's true class, so a
+        # row scored out of order would show up as a disagreement with the fit's labels.
+        assert not {x.tobytes() for x in X_tr} & {x.tobytes() for x in X_te}
+        calls.append(len(X_te))
+        return np.eye(n)[[label_of[x.tobytes()] for x in X_te]]
+
+    seen = {}
+    real_fit = hx.fit_extra_weight
+
+    def spy(s, x, y):  # type: ignore[no-untyped-def]
+        seen.update(x=x, y=y)
+        return real_fit(s, x, y)
+
+    monkeypatch.setattr(hx, "fit_extra_weight", spy)
+    p = hx.hybrid_xfit_scores(
+        ds.X[~test], ds.y[~test], ds.X[test], ds.n_classes, 0, groups=ds.groups[~test], extra_term=oracle
+    )
+    # One fit per inner part, then one on the whole training fold for the test fold.
+    assert calls == [
+        *[
+            int((hx.inner_folds(ds.y[~test], ds.groups[~test], True, hx.INNER_FOLDS, 0) == k).sum())
+            for k in range(hx.INNER_FOLDS)
+        ],
+        int(test.sum()),
+    ]
+    assert seen["x"].shape[0] == int((~test).sum())
+    assert (seen["x"].argmax(axis=1) == seen["y"]).all()
+    assert np.allclose(p.sum(axis=1), 1.0)
+    assert (p.argmax(axis=1) == ds.y[test]).all()  # the oracle term carried the label
