@@ -205,8 +205,8 @@ def headlines() -> list[str]:
                 + ", ".join(fmt.format(m=m, a=s[m]["accuracy_mean"], n=int(s[m]["n_folds"])) for m in ranked)
                 + " (paper: FMCNN 0.988, SVM 0.964 on its 196-class oriented subset)"
             )
-    sc = _load("series_confusions.json")
-    if sc:
+    # v7r: against the hybrid; v8: against the cross-fitted hybrid (accuracy.sh v8 step).
+    for sc in filter(None, (_load("series_confusions.json"), _load("series_v8/series_confusions.json"))):
         ref = sc["reference"]
         for proto, res in sc["protocols"].items():
             r = res["models"].get(ref)
