@@ -124,6 +124,8 @@ series paper fmcnn,hybrid,corr
 V8="hybrid_xfit,hybrid,fmcnn,corr,svm,knn,lda"
 version min8-specimen v8 fmcnn,hybrid,hybrid_xfit min8-specimen-v7r.folds.jsonl corr,svm,knn,lda "$V8"
 version min8 v8 fmcnn,hybrid,hybrid_xfit min8-v7r.folds.jsonl corr,svm,knn,lda "$V8"
+"$PY" bench/series_confusions.py --reference hybrid_xfit --out bench/results/series_v8 \
+  --cache "min8=${TMPDIR:-/tmp}/min8-v8-all.folds.jsonl" --cache "min8-specimen=${TMPDIR:-/tmp}/min8-specimen-v8-all.folds.jsonl"
 XFIT_MODELS=hybrid,hybrid_xfit,svm,linsvm,hybrid_xfit_svm,hybrid_xfit_linsvm
 "$PY" bench/hybrid_svm.py --selection min8 --group-by specimen --tag xfit --models "$XFIT_MODELS" --model-dir "$MODEL_DIR"
 "$PY" bench/hybrid_svm.py --selection min8 --tag xfit --models "$XFIT_MODELS" --model-dir "$MODEL_DIR"
