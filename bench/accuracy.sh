@@ -119,8 +119,10 @@ series paper fmcnn,hybrid,corr
 # v8 (2026-12-08): hybrid_xfit, the hybrid's fusion fitted on every training row scored out of fold
 # by 3 inner FMCNNs (trainer/hybrid_xfit.py), beside the hybrid built on the same fold FMCNNs (one
 # cache: same run); corr, SVM, kNN and LDA rows from the v7r caches (deterministic, same folds).
-# About 50 min per protocol on 2 cores. Then the SVM terms on it (bench/hybrid_svm.py --tag xfit:
-# no CNN trained, every one is in MODEL_DIR by then).
+# About 80 min per protocol on 2 cores (2026-12-08: grouped complete; stratified a partial run,
+# resumable from its cache). Then the SVM terms on it (bench/hybrid_svm.py --tag xfit: no CNN
+# trained, every one is in MODEL_DIR by then; not yet run: it refits the cross-fitted fusion per
+# model and fold, about 25 min per model and protocol).
 V8="hybrid_xfit,hybrid,fmcnn,corr,svm,knn,lda"
 version min8-specimen v8 fmcnn,hybrid,hybrid_xfit min8-specimen-v7r.folds.jsonl corr,svm,knn,lda "$V8"
 version min8 v8 fmcnn,hybrid,hybrid_xfit min8-v7r.folds.jsonl corr,svm,knn,lda "$V8"
