@@ -358,11 +358,18 @@ def _fused_on(
     if extra is not None and is_cal.any():
         x_cal, x_test = extra(is_cal)
         s_cal = fused_logits(params, n_classes, *comps(X_train[cal], params.calibrated_gap))
-        w_x, t_x = fit_extra_weight(s_cal, np.asarray(x_cal, np.float64), y_train[cal])
-        print(f"hybrid extra term: weight {w_x:g}, T {t_x:.2f}", file=sys.stderr, flush=True)
-        x_t = np.asarray(x_test, np.float64)
-        return softmax(s + w_x * np.where(np.isfinite(x_t), x_t, 0.0), t_x)
+        return with_extra_term(s, s_cal, x_cal, y_train[cal], x_test)
     return softmax(s, params.temperature)
+
+
+def with_extra_term(s_test: Any, s_fit: Any, x_fit: Any, y_fit: NDArray[np.int64], x_test: Any) -> NDArray[np.float64]:
+    """Probabilities of the fused test logits plus an extra evidence term, its weight and the
+    temperature chosen on the held-out rows (`fit_extra_weight`: fused logits `s_fit`, the
+    term's scores `x_fit`, true classes `y_fit`); logged to stderr like the fusion fit."""
+    w_x, t_x = fit_extra_weight(s_fit, np.asarray(x_fit, np.float64), y_fit)
+    print(f"hybrid extra term: weight {w_x:g}, T {t_x:.2f}", file=sys.stderr, flush=True)
+    x_t = np.asarray(x_test, np.float64)
+    return softmax(s_test + w_x * np.where(np.isfinite(x_t), x_t, 0.0), t_x)
 
 
 def _labels(n_classes: int) -> tuple[str, ...]:

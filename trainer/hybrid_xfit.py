@@ -20,7 +20,6 @@ trainings per fold (kept in `trainer cv --model-dir` like the fold's own).
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import numpy as np
@@ -32,12 +31,12 @@ from trainer.hybrid import (
     CNN_VIEWS,
     _hidden,
     _labels,
-    fit_extra_weight,
     fit_gated_fusion,
     fused_test_logits,
     heldout_components,
     keras_embeddings,
     log_fusion,
+    with_extra_term,
 )
 from trainer.library_build import library_from_arrays
 
@@ -141,7 +140,4 @@ def hybrid_xfit_scores(
         ]
     )
     s_rows = fused_logits(params, n_classes, *comps(X_train[rows], params.calibrated_gap))
-    w_x, t_x = fit_extra_weight(s_rows, x_rows, y_train[rows])
-    print(f"hybrid extra term: weight {w_x:g}, T {t_x:.2f}", file=sys.stderr, flush=True)
-    x_t = np.asarray(extra_term(X_train, y_train, X_test, n_classes, seed), np.float64)
-    return softmax(s + w_x * np.where(np.isfinite(x_t), x_t, 0.0), t_x)
+    return with_extra_term(s, s_rows, x_rows, y_train[rows], extra_term(X_train, y_train, X_test, n_classes, seed))

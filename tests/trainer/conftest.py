@@ -43,3 +43,21 @@ def tiny_model(tiny_spectra: list[RamanSpectrum]) -> tuple[Any, Any]:
         ds.X, ds.y, ds.n_classes, TrainConfig(epochs=25, patience=25, seed=0, val_split="spectrum", monitor="val_loss")
     )
     return model, ds
+
+
+@pytest.fixture
+def fmcnn_trainings(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Every real FMCNN training of the test, counted (one entry each): who trains what, and
+    what a model directory saves."""
+    pytest.importorskip("tensorflow")
+    import trainer.fmcnn as fm
+
+    trained: list[int] = []
+    real_train = fm.train_fmcnn
+
+    def counting(*a: Any, **kw: Any) -> Any:
+        trained.append(1)
+        return real_train(*a, **kw)
+
+    monkeypatch.setattr(fm, "train_fmcnn", counting)
+    return trained

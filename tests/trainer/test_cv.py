@@ -148,21 +148,11 @@ def test_shifted_test_folds_are_scored_by_the_same_fit(small, tmp_path: Path) ->
     assert all(r.shift_accuracy for r in again)
 
 
-def test_hybrid_is_built_on_the_folds_own_fmcnn(small, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_hybrid_is_built_on_the_folds_own_fmcnn(small, tmp_path: Path, fmcnn_trainings) -> None:  # type: ignore[no-untyped-def]
     """With a model directory, fmcnn and the hybrid share one trained CNN per fold (hybrid_cal
     trains its own, without the calibration specimens), and a resumed run (another cache)
     trains nothing again."""
-    pytest.importorskip("tensorflow")
-    import trainer.fmcnn as fm
-
-    trained: list[int] = []
-    real_train = fm.train_fmcnn
-
-    def counting(*a, **kw):  # type: ignore[no-untyped-def]
-        trained.append(1)
-        return real_train(*a, **kw)
-
-    monkeypatch.setattr(fm, "train_fmcnn", counting)
+    trained = fmcnn_trainings
     models = tmp_path / "models"
     cfg = CVConfig(models=("fmcnn", "hybrid", "hybrid_cal", "corr"), folds=2, repeats=1, seed=0)
     results = run_cv(small, cfg, cache=tmp_path / "a.jsonl", model_dir=models)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from trainer.cv import CVConfig, run_cv
 from trainer.dataset import from_spectra
@@ -39,21 +38,12 @@ def test_crossfit_components_route_each_part_to_its_own_scorer() -> None:
 
 
 def test_hybrid_xfit_trains_one_cnn_per_part_and_reuses_the_folds_own(  # type: ignore[no-untyped-def]
-    tiny_spectra, tmp_path: Path, monkeypatch
+    tiny_spectra, tmp_path: Path, monkeypatch, fmcnn_trainings
 ) -> None:
-    pytest.importorskip("tensorflow")
-    import trainer.fmcnn as fm
     import trainer.hybrid_xfit as hx
 
     monkeypatch.setattr(hx, "INNER_FOLDS", 2)
-    trained: list[int] = []
-    real_train = fm.train_fmcnn
-
-    def counting(*a, **kw):  # type: ignore[no-untyped-def]
-        trained.append(1)
-        return real_train(*a, **kw)
-
-    monkeypatch.setattr(fm, "train_fmcnn", counting)
+    trained = fmcnn_trainings
     chosen, counts = select(tiny_spectra, "paper")
     ds = from_spectra(chosen, counts=counts)
     models = tmp_path / "models"
@@ -89,6 +79,7 @@ def _without_a_cnn(monkeypatch, n_classes: int) -> None:  # type: ignore[no-unty
 def test_an_extra_term_is_cross_fitted_on_the_same_rows_as_the_fusion(  # type: ignore[no-untyped-def]
     tiny_spectra, monkeypatch
 ) -> None:
+    import trainer.hybrid as hy
     import trainer.hybrid_xfit as hx
 
     ds = from_spectra(select(tiny_spectra, "paper")[0])
@@ -105,13 +96,13 @@ def test_an_extra_term_is_cross_fitted_on_the_same_rows_as_the_fusion(  # type: 
         return np.eye(n)[[label_of[x.tobytes()] for x in X_te]]
 
     seen = {}
-    real_fit = hx.fit_extra_weight
+    real_fit = hy.fit_extra_weight
 
     def spy(s, x, y):  # type: ignore[no-untyped-def]
         seen.update(x=x, y=y)
         return real_fit(s, x, y)
 
-    monkeypatch.setattr(hx, "fit_extra_weight", spy)
+    monkeypatch.setattr(hy, "fit_extra_weight", spy)
     p = hx.hybrid_xfit_scores(
         ds.X[~test], ds.y[~test], ds.X[test], ds.n_classes, 0, groups=ds.groups[~test], extra_term=oracle
     )
