@@ -127,7 +127,9 @@ CAPTIONS = {
     "tenth; hybrid and hybrid_xfit built on the same fold FMCNNs (trained anew, so fmcnn and hybrid differ from "
     "v7r by run-to-run variation); correlation, SVM, kNN and LDA from the v7r run's folds.",
     "min8-v8-1x10": "v8 (2026-12-08), min8 10-fold stratified: hybrid_xfit as in the grouped v8 table; hybrid and "
-    "hybrid_xfit on the same fold FMCNNs; correlation, SVM, kNN and LDA from the v7r run's folds.",
+    "hybrid_xfit on the same fold FMCNNs; correlation, SVM, kNN and LDA from the v7r run's folds. A partial run: "
+    "the means of the 4-fold and 10-fold rows are over different folds; the spectrum-by-spectrum line for "
+    "'min8 (folds 0,1,2,3)' compares every model on the same four folds.",
     "min8-augmentation-1x10": "What the instrument-like augmentation costs on clean library spectra (same folds as the "
     "first repeat above).",
     "paper-specimen-valsplit-1x10": "Early stopping on held-out specimens (fmcnn_specimen_val) vs random held-out "
