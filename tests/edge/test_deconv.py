@@ -93,9 +93,16 @@ def _attribution_padded(x: np.ndarray, w: deconv.DeconvWeights, c: int) -> np.nd
 
 def test_attribution_and_peaks_unchanged_on_rruff_spectra(weights: deconv.DeconvWeights) -> None:
     """Real RRUFF spectra (preprocessed as the edge does) through the fast path and the
-    padded form it replaced: the same curve to float32 rounding and the same reported
-    peaks; and close to the layer-by-layer definition. (Against the definition a spectrum
-    can differ more: BatchNorm folding moves a near-tie inside a pooling window, R050130.)"""
+    padded form it replaced: the same curve to float32 rounding where the spectrum was
+    measured, and the same reported peaks; and close to the layer-by-layer definition.
+
+    Beyond a spectrum's last measured point the input is exactly zero, every position of a
+    pooling window holds the same activation, and which one `argmax` picks is decided by
+    float rounding alone. How BLAS blocks the two forms' rows differs between machines (on an
+    AMD EPYC with numpy 2.4.6 the switch flipped in that flat tail for 37 of these 40 spectra,
+    never before it), so the exact comparison stops a receptive field short of that tail.
+    (Against the definition a spectrum can differ more: BatchNorm folding moves a near-tie
+    inside a pooling window, R050130.)"""
     from edge.preprocess import preprocess
     from tests.trainer.conftest import require_rruff
     from trainer.rruff import load_rruff
@@ -105,13 +112,17 @@ def test_attribution_and_peaks_unchanged_on_rruff_spectra(weights: deconv.Deconv
     rng = np.random.default_rng(1)
     n_classes = weights.w_logits.shape[1]
     picked = [spectra[i] for i in rng.choice(len(spectra), size=min(40, len(spectra)), replace=False)]
+    p = deconv.plan_for(weights)
+    margin = 2 * p.pool + p.k0.shape[0] + 2  # a pooling window either side, the first kernel, the 3-tap conv
     for s in picked:
         x = preprocess(s.shift_cm1, s.intensity, bundle.spec, corrected=True).values
         c = int(rng.integers(0, n_classes))
         before = _attribution_padded(x, weights, c)
         got = deconv.attribution(x, weights, c)
         assert got.shape == before.shape and got.dtype == np.float32
-        assert np.max(np.abs(got - before)) <= 1e-5 * float(np.max(np.abs(before))), s.rruff_id
+        measured = slice(0, int(np.flatnonzero(x).max()) + 1 - margin)
+        diff = np.max(np.abs(got[measured] - before[measured]))
+        assert diff <= 1e-5 * float(np.max(np.abs(before))), s.rruff_id
         assert deconv.top_peaks(got, x, bundle.grid_cm1) == deconv.top_peaks(before, x, bundle.grid_cm1), s.rruff_id
         expected = deconv.attribution_reference(x, weights, c)
-        assert np.corrcoef(got, expected)[0, 1] >= 0.999, s.rruff_id
+        assert np.corrcoef(got[measured], expected[measured])[0, 1] >= 0.999, s.rruff_id
