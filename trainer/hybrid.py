@@ -344,12 +344,11 @@ def _fused_on(
     a further evidence term for experiments (bench/hybrid_svm.py), added to the fitted fusion's
     logits with its own weight and a refitted temperature, both chosen on the is_cal rows by log
     loss. Not on the edge: None (every model of `trainer cv`) leaves the fusion as it is."""
-    E_train = keras_embeddings(model, X_train)
-    lib = library_from_arrays(X_train, y_train, _labels(n_classes), groups, embedding=E_train)
+    lib = embedded_library(model, X_train, y_train, groups, n_classes)
     params = FusionParams()  # notes' naive fusion when no specimen could be held out
     if is_cal.any():
         cal = np.flatnonzero(is_cal)
-        comps = heldout_components(model, lib, _hidden(ctx, groups, cal), n_classes)
+        comps = heldout_components(model, lib, hidden_references(ctx, groups, cal), n_classes)
         params, info = fit_gated_fusion(
             comps, X_train[cal], y_train[cal], align_min_lag_pts=ALIGN_MIN_LAG_PTS, cnn_views=CNN_VIEWS
         )
@@ -381,12 +380,25 @@ def _log_p(model: Any, X: NDArray[np.float32]) -> NDArray[np.float64]:
     return np.log(np.maximum(_probabilities(model, X), 1e-12))
 
 
-def _hidden(ctx: Any, groups: NDArray[Any], rows: NDArray[np.int64]) -> NDArray[np.bool_]:
+def protocol_is_grouped(ctx: Any) -> bool:
+    """Whether the CV protocol (trainer.models.FoldContext) keeps whole specimens together; no
+    context counts as grouped (`trainer export`: a new specimen)."""
+    return ctx is None or getattr(ctx, "group_by", None) == "specimen"
+
+
+def embedded_library(
+    model: Any, X: NDArray[np.float32], y: NDArray[np.int64], groups: NDArray[Any], n_classes: int
+) -> ReferenceLibrary:
+    """The library of rows X with `model`'s embeddings, as on the edge: the bottleneck vector
+    (float here; the edge's int8), library rows embedded as they are."""
+    return library_from_arrays(X, y, _labels(n_classes), groups, embedding=keras_embeddings(model, X))
+
+
+def hidden_references(ctx: Any, groups: NDArray[Any], rows: NDArray[np.int64]) -> NDArray[np.bool_]:
     """(len(rows), n_train) mask of the references each held-out row must not see: what a
     test spectrum of this protocol could not find in the library, its specimen (grouped) or
     only itself (stratified)."""
-    grouped = ctx is None or getattr(ctx, "group_by", None) == "specimen"
-    key = groups if grouped else np.arange(groups.size)
+    key = groups if protocol_is_grouped(ctx) else np.arange(groups.size)
     return np.asarray(key[rows][:, None] == key[None, :])
 
 
@@ -477,7 +489,7 @@ def corr_lag_scores(
     ctx: Any = None,
 ) -> NDArray[np.float64]:
     """`trainer cv` model: the hybrid's library search alone (shift-tolerant correlation)."""
-    lib = library_from_arrays(X_train, y_train, tuple(str(i) for i in range(n_classes)), groups)
+    lib = library_from_arrays(X_train, y_train, _labels(n_classes), groups)
     return corr_per_class(lib, X_test, n_classes)
 
 

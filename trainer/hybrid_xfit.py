@@ -29,16 +29,15 @@ from edge.fusion import fused_logits, softmax
 from trainer.hybrid import (
     ALIGN_MIN_LAG_PTS,
     CNN_VIEWS,
-    _hidden,
-    _labels,
+    embedded_library,
     fit_gated_fusion,
     fused_test_logits,
     heldout_components,
-    keras_embeddings,
+    hidden_references,
     log_fusion,
+    protocol_is_grouped,
     with_extra_term,
 )
-from trainer.library_build import library_from_arrays
 
 #: Parts of the training fold, each scored by a CNN trained on the others. 3, not 5: on this
 #: machine an FMCNN on two-thirds of a min8 fold trains in about a minute, and 5 parts would
@@ -106,9 +105,7 @@ def hybrid_xfit_scores(
     if groups is None:
         groups = np.arange(y_train.size)
     cfg = TrainConfig(seed=seed)  # the `fmcnn` model's own configuration
-    grouped = ctx is None or getattr(ctx, "group_by", None) == "specimen"
-    part = inner_folds(y_train, groups, grouped, INNER_FOLDS, seed)
-    labels = _labels(n_classes)
+    part = inner_folds(y_train, groups, protocol_is_grouped(ctx), INNER_FOLDS, seed)
     parts = []
     for k in range(INNER_FOLDS):
         held = np.flatnonzero(part == k)
@@ -116,8 +113,8 @@ def hybrid_xfit_scores(
         m_k = fold_fmcnn(
             X_train[rest], y_train[rest], n_classes, cfg, groups[rest], ctx, kind=f"fmcnn-xfit{k}of{INNER_FOLDS}"
         )
-        lib_k = library_from_arrays(X_train, y_train, labels, groups, embedding=keras_embeddings(m_k, X_train))
-        parts.append((held, heldout_components(m_k, lib_k, _hidden(ctx, groups, held), n_classes)))
+        lib_k = embedded_library(m_k, X_train, y_train, groups, n_classes)
+        parts.append((held, heldout_components(m_k, lib_k, hidden_references(ctx, groups, held), n_classes)))
     rows = np.concatenate([held for held, _ in parts])
     comps = crossfit_components(parts)
     params, info = fit_gated_fusion(
@@ -129,7 +126,7 @@ def hybrid_xfit_scores(
     )
     log_fusion(params, info)
     model = fold_fmcnn(X_train, y_train, n_classes, cfg, groups, ctx)
-    lib = library_from_arrays(X_train, y_train, labels, groups, embedding=keras_embeddings(model, X_train))
+    lib = embedded_library(model, X_train, y_train, groups, n_classes)
     s = fused_test_logits(model, lib, params, X_test, n_classes)
     if extra_term is None:
         return softmax(s, params.temperature)

@@ -63,7 +63,6 @@ def _without_a_cnn(monkeypatch, n_classes: int) -> None:  # type: ignore[no-unty
     """The CNN replaced by one that knows nothing (flat probabilities, the spectrum itself as
     its embedding): the fusion's plumbing without TensorFlow."""
     import trainer.hybrid as hy
-    import trainer.hybrid_xfit as hx
     import trainer.models as tm
 
     def embed(model, X):  # type: ignore[no-untyped-def]
@@ -73,7 +72,6 @@ def _without_a_cnn(monkeypatch, n_classes: int) -> None:  # type: ignore[no-unty
     monkeypatch.setattr(tm, "fold_fmcnn", lambda *a, **kw: object())
     monkeypatch.setattr(hy, "_probabilities", lambda model, X: np.full((len(X), n_classes), 1.0 / n_classes))
     monkeypatch.setattr(hy, "keras_embeddings", embed)
-    monkeypatch.setattr(hx, "keras_embeddings", embed)
 
 
 def test_an_extra_term_is_cross_fitted_on_the_same_rows_as_the_fusion(  # type: ignore[no-untyped-def]
