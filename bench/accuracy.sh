@@ -132,4 +132,17 @@ XFIT_MODELS=hybrid,hybrid_xfit,svm,linsvm,hybrid_xfit_svm,hybrid_xfit_linsvm
 "$PY" bench/hybrid_svm.py --selection min8 --group-by specimen --tag xfit --models "$XFIT_MODELS" --model-dir "$MODEL_DIR"
 "$PY" bench/hybrid_svm.py --selection min8 --tag xfit --models "$XFIT_MODELS" --model-dir "$MODEL_DIR"
 "$PY" bench/hybrid_svm.py --summarize
+# v9 (2026-12-08): the hybrid's library searched with the sqrt_d1 correlation view (edge/corr_view.py,
+# chosen by bench/corr_views.py), corr_sqrt_d1 as a baseline beside it; fmcnn and hybrid on the same
+# fold FMCNNs (one cache per protocol); corr, SVM, kNN and LDA rows from the v7r caches (deterministic).
+# About 10 min per min8 protocol and 70 min per paper protocol on 2 cores.
+"$PY" bench/corr_views.py
+V9=fmcnn,hybrid,corr_sqrt_d1
+version min8-specimen v9 "$V9" min8-specimen-v7r.folds.jsonl corr,svm,knn,lda "hybrid,corr_sqrt_d1,fmcnn,corr,svm,knn,lda"
+version min8 v9 "$V9" min8-v7r.folds.jsonl corr,svm,knn,lda "hybrid,corr_sqrt_d1,fmcnn,corr,svm,knn,lda"
+version paper-specimen v9 "$V9" paper-specimen-v7r.folds.jsonl corr "hybrid,corr_sqrt_d1,fmcnn,corr"
+version paper v9 "$V9" paper-v7r.folds.jsonl corr "hybrid,corr_sqrt_d1,fmcnn,corr"
+"$PY" bench/series_confusions.py --reference hybrid --out bench/results/series_v9 \
+  --cache "min8=${TMPDIR:-/tmp}/min8-v9-all.folds.jsonl" --cache "min8-specimen=${TMPDIR:-/tmp}/min8-specimen-v9-all.folds.jsonl" \
+  --cache "paper=${TMPDIR:-/tmp}/paper-v9-all.folds.jsonl" --cache "paper-specimen=${TMPDIR:-/tmp}/paper-specimen-v9-all.folds.jsonl"
 "$PY" -m trainer.cli report $(for f in "$OUT"/*x10.json; do echo --cv "$f"; done) --out bench/results/figures

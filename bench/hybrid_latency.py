@@ -26,8 +26,9 @@ import numpy as np
 from bench.common import DEFAULT_OUT, log, machine_info, md_table, percentiles, write_results
 from edge.alignment import calibrated_view
 from edge.bundle import load_bundle
+from edge.corr_view import CORR_VIEWS
 from edge.fusion import FusionParams, fuse
-from edge.library import load_library, save_library
+from edge.library import SearchParams, load_library, save_library
 from edge.mixture import MixtureParams, fit_mixture
 from trainer.dataset import build_dataset
 from trainer.library_build import library_from_dataset
@@ -41,30 +42,12 @@ def _rss_kb() -> int:
     return 0
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--n", type=int, default=200)
-    ap.add_argument("--note", default="", help="how the machine was held during the run (goes into the table)")
-    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    args = ap.parse_args()
-    ds = build_dataset(DEFAULT_RRUFF_PATH, "paper")
-    emb = np.random.default_rng(1).normal(size=(ds.y.size, 96)).astype(np.float32)
-    tmp = Path(tempfile.mkdtemp(prefix="hybrid-latency-"))
-    save_library(library_from_dataset(ds, embedding=emb), tmp)
-    gc.collect()
-    rss0 = _rss_kb()
-    lib = load_library(tmp, grid_n=ds.X.shape[1])
-    rss_load = _rss_kb() - rss0
-    size = {f.name: f.stat().st_size for f in tmp.iterdir()}
-    log(f"library: {len(lib)} references, {ds.n_classes} classes, files {size}, RSS +{rss_load} KB on load")
-    rng = np.random.default_rng(0)
-    rows = rng.choice(ds.y.size, args.n, replace=False)
+def measure(lib, ds, emb, fusion: FusionParams, rows, shifts) -> dict:  # type: ignore[no-untyped-def]
+    """Per-stage latency percentiles (ms) of the queries `rows` moved by `shifts`."""
     logp = np.log(np.full(ds.n_classes, 1.0 / ds.n_classes))
-    # The shipped bundle's fusion (its gap and weights), applied to this dataset-sized library.
-    fusion = FusionParams.from_manifest(load_bundle().manifest) or FusionParams()
     t_search, t_fuse, t_mix, t_emb = [], [], [], []
-    for i in rows:
-        x = np.roll(ds.X[i], int(rng.integers(-15, 16)))
+    for i, shift in zip(rows, shifts, strict=True):
+        x = np.roll(ds.X[i], int(shift))
         t0 = time.perf_counter()
         sim, lag, sim0 = lib.search(x)
         # The calibrated-axis gate, as edge.pipeline applies it (the shipped bundle's gap).
@@ -82,52 +65,102 @@ def main() -> None:
         t_fuse.append((t2 - t1) * 1e3)
         t_mix.append((t3 - t2) * 1e3)
     added = np.array(t_search) + np.array(t_fuse)
-    added_emb = added + np.array(t_emb)
-    rss_after = _rss_kb() - rss0
-    shutil.rmtree(tmp, ignore_errors=True)
-    res = {
-        "n_references": len(lib),
-        "n_classes": ds.n_classes,
+    return {
         "search_ms": percentiles(t_search),
         "fusion_match_ms": percentiles(t_fuse),
         "search_plus_fusion_ms": percentiles(added),
         "mixture_ms": percentiles(t_mix),
         "embedding_search_ms": percentiles(t_emb),
-        "search_embedding_fusion_ms": percentiles(added_emb),
+        "search_embedding_fusion_ms": percentiles(added + np.array(t_emb)),
+    }
+
+
+STAGES = (
+    ("library search + per class", "search_ms"),
+    ("fusion + match", "fusion_match_ms"),
+    ("search + fusion (goal <= 1 ms p50)", "search_plus_fusion_ms"),
+    ("mixture fit", "mixture_ms"),
+    ("embedding search + per class", "embedding_search_ms"),
+    ("search + embedding + fusion (goal <= 1 ms p50)", "search_embedding_fusion_ms"),
+)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--note", default="", help="how the machine was held during the run (goes into the table)")
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = ap.parse_args()
+    ds = build_dataset(DEFAULT_RRUFF_PATH, "paper")
+    emb = np.random.default_rng(1).normal(size=(ds.y.size, 96)).astype(np.float32)
+    tmp = Path(tempfile.mkdtemp(prefix="hybrid-latency-"))
+    save_library(library_from_dataset(ds, embedding=emb), tmp)
+    size = {f.name: f.stat().st_size for f in tmp.iterdir()}
+    rng = np.random.default_rng(0)
+    rows = rng.choice(ds.y.size, args.n, replace=False)
+    shifts = rng.integers(-15, 16, size=args.n)
+    # The shipped bundle's fusion (its gap and weights), applied to this dataset-sized library,
+    # searched with each correlation view (edge/corr_view.py); the bundle's own view first.
+    fusion = FusionParams.from_manifest(load_bundle().manifest) or FusionParams()
+    views = (fusion.corr_view,) + tuple(v for v in CORR_VIEWS if v != fusion.corr_view)
+    per_view, nbytes, rss = {}, {}, {}
+    for view in views:
+        gc.collect()
+        rss0 = _rss_kb()
+        lib = load_library(tmp, grid_n=ds.X.shape[1], params=SearchParams(view=view))
+        rss_load = _rss_kb() - rss0
+        log(
+            f"library ({view}): {len(lib)} references, {ds.n_classes} classes, files {size}, RSS +{rss_load} KB on load"
+        )
+        per_view[view] = measure(lib, ds, emb, fusion, rows, shifts)
+        nbytes[view] = lib.nbytes()
+        rss[view] = {"load": rss_load, "after_queries": _rss_kb() - rss0}
+        mapped = isinstance(lib.spectra_q, np.memmap)
+        del lib
+    shutil.rmtree(tmp, ignore_errors=True)
+    res = {
+        "n_references": int(ds.y.size),
+        "n_classes": ds.n_classes,
+        "bundle_view": fusion.corr_view,
+        "views": per_view,
+        **per_view[fusion.corr_view],
         "library_files_bytes": size,
-        "library_nbytes": lib.nbytes(),
-        "spectra_memory_mapped": isinstance(lib.spectra_q, np.memmap),
-        "rss_growth_kb": {"load": rss_load, "after_queries": rss_after},
+        "library_nbytes": nbytes,
+        "spectra_memory_mapped": mapped,
+        "rss_growth_kb": rss,
         "goal_ms_p50": 1.0,
         "note": args.note,
         "machine": machine_info(),
     }
+    heap = {v: sum(b for k, b in nb.items() if k != "spectra_q") / 1e6 for v, nb in nbytes.items()}
     md = "\n".join(
         [
             "# Hybrid latency per spectrum (bench/hybrid_latency.py)",
             "",
-            f"Library of {len(lib)} references ({ds.n_classes} classes), {args.n} queries shifted +-15 cm-1, "
+            f"Library of {ds.y.size} references ({ds.n_classes} classes), {args.n} queries shifted +-15 cm-1, "
             f"one thread; load average {res['machine'].get('loadavg_start')} at start (the machine has "
             f"{res['machine'].get('nproc', '?')} cores; other jobs on them inflate every percentile). " + args.note,
             "",
             f"Library files (format 2, int8 + per-row scale, 96-d int8 embedding): library.npz "
             f"{size['library.npz'] / 1e6:.2f} MB, library.json {size['library.json'] / 1e3:.0f} KB. Loaded: "
-            f"int8 spectra memory-mapped ({lib.nbytes()['spectra_q'] / 1e6:.2f} MB of file pages, touched "
-            f"on demand), heap arrays {sum(v for k, v in lib.nbytes().items() if k != 'spectra_q') / 1e6:.2f} MB; "
-            f"RSS growth {rss_load / 1e3:.1f} MB on load, {rss_after / 1e3:.1f} MB after all queries.",
+            f"int8 spectra memory-mapped ({nbytes[views[0]]['spectra_q'] / 1e6:.2f} MB of file pages, touched "
+            "on demand); heap arrays and RSS growth on load / after all queries per correlation view: "
+            + "; ".join(
+                f"{v} {heap[v]:.2f} MB, {rss[v]['load'] / 1e3:.1f} / {rss[v]['after_queries'] / 1e3:.1f} MB"
+                for v in views
+            )
+            + f". The shipped bundle searches with `{fusion.corr_view}` (its manifest's fusion `corr_view`).",
             "",
             md_table(
-                ["stage", "p50 ms", "p90 ms", "p99 ms"],
+                ["stage", *(f"{v} p50 ms" for v in views), *(f"{v} p90 ms" for v in views), f"{views[0]} p99 ms"],
                 [
-                    [name, f"{v['p50']:.3f}", f"{v['p90']:.3f}", f"{v['p99']:.3f}"]
-                    for name, v in (
-                        ("library search + per class", res["search_ms"]),
-                        ("fusion + match", res["fusion_match_ms"]),
-                        ("search + fusion (goal <= 1 ms p50)", res["search_plus_fusion_ms"]),
-                        ("mixture fit", res["mixture_ms"]),
-                        ("embedding search + per class", res["embedding_search_ms"]),
-                        ("search + embedding + fusion (goal <= 1 ms p50)", res["search_embedding_fusion_ms"]),
-                    )
+                    [
+                        name,
+                        *(f"{per_view[v][key]['p50']:.3f}" for v in views),
+                        *(f"{per_view[v][key]['p90']:.3f}" for v in views),
+                        f"{per_view[views[0]][key]['p99']:.3f}",
+                    ]
+                    for name, key in STAGES
                 ],
             ),
             "",

@@ -21,6 +21,10 @@ SECTIONS = [
         "Accuracy: cross-validation, same folds for every model (`bench/accuracy.sh`)",
         ["cv/min8-*x10.md", "cv/paper-*x10.md"],
     ),
+    (
+        "What the correlation search compares: Pearson vs the square root and its slope (`bench/corr_views.py`)",
+        ["corr_views.md"],
+    ),
     ("Shipped model: int8 bundle", ["bundle.md"]),
     (
         "FMCNN: choosing the architecture, shift error on held-out specimens, int vs float (`bench/fmcnn_arch.py`, "
@@ -35,7 +39,7 @@ SECTIONS = [
     ),
     (
         "What the models confuse, and whether the differences are more than chance (`bench/series_confusions.py`)",
-        ["series_confusions.md"],
+        ["series_confusions.md", "series_v9/series_confusions.md"],
     ),
     (
         "Fusing the SVM's evidence too: would it lift the hybrid past the SVM on min8? (`bench/hybrid_svm.py`)",
@@ -130,6 +134,16 @@ CAPTIONS = {
     "hybrid_xfit on the same fold FMCNNs; correlation, SVM, kNN and LDA from the v7r run's folds. A partial run: "
     "the means of the 4-fold and 10-fold rows are over different folds; the spectrum-by-spectrum line for "
     "'min8 (folds 0,1,2,3)' compares every model on the same four folds.",
+    "min8-specimen-v9-1x10": "v9 (2026-12-08), min8 grouped by specimen: the hybrid's library searched with the "
+    "sqrt_d1 correlation view (the square roots of the spectra and their slopes, edge/corr_view.py; "
+    "bench/results/corr_views.md) instead of Pearson, everything else as v7; corr_sqrt_d1 is that view as a plain "
+    "search-match baseline. fmcnn and hybrid on the same fold FMCNNs (trained anew); correlation, SVM, kNN and LDA "
+    "from the v7r run's folds.",
+    "min8-v9-1x10": "v9 (2026-12-08), min8 10-fold stratified: as the grouped v9 table.",
+    "paper-specimen-v9-1x10": "v9 (2026-12-08), paper selection grouped by specimen: the hybrid with the sqrt_d1 "
+    "correlation view and corr_sqrt_d1 beside it; fmcnn and hybrid on the same fold FMCNNs; correlation from the v7r "
+    "run's folds.",
+    "paper-v9-1x10": "v9 (2026-12-08), paper selection 10-fold stratified: as the grouped v9 table.",
     "min8-augmentation-1x10": "What the instrument-like augmentation costs on clean library spectra (same folds as the "
     "first repeat above).",
     "paper-specimen-valsplit-1x10": "Early stopping on held-out specimens (fmcnn_specimen_val) vs random held-out "
@@ -191,6 +205,10 @@ def headlines() -> list[str]:
         "cv/paper-v7r-1x10.json",
         "cv/min8-specimen-v8-1x10.json",
         "cv/min8-v8-1x10.json",
+        "cv/min8-specimen-v9-1x10.json",
+        "cv/min8-v9-1x10.json",
+        "cv/paper-specimen-v9-1x10.json",
+        "cv/paper-v9-1x10.json",
     ):
         cv = _load(name)
         if cv:
@@ -207,8 +225,27 @@ def headlines() -> list[str]:
                 + ", ".join(fmt.format(m=m, a=s[m]["accuracy_mean"], n=int(s[m]["n_folds"])) for m in ranked)
                 + " (paper: FMCNN 0.988, SVM 0.964 on its 196-class oriented subset)"
             )
-    # v7r: against the hybrid; v8: against the cross-fitted hybrid (accuracy.sh v8 step).
-    for sc in filter(None, (_load("series_confusions.json"), _load("series_v8/series_confusions.json"))):
+    views = _load("corr_views.json")
+    if views:
+        lines.append(
+            "- **Correlation views** (`corr_views`, search-match on the CV folds, the view chosen per fold on the "
+            "training fold only): "
+            + "; ".join(
+                f"{r['protocol']} Pearson {r['accuracy']['pearson']:.3f} vs nested {r['nested']['accuracy']:.3f}"
+                f" (sqrt_d1 {r['accuracy']['sqrt_d1']:.3f})"
+                for r in views["protocols"]
+            )
+        )
+    # v7r: against the hybrid; v8: against the cross-fitted hybrid (accuracy.sh v8 step); v9:
+    # against the hybrid with the sqrt_d1 correlation view.
+    for sc in filter(
+        None,
+        (
+            _load("series_confusions.json"),
+            _load("series_v8/series_confusions.json"),
+            _load("series_v9/series_confusions.json"),
+        ),
+    ):
         ref = sc["reference"]
         for proto, res in sc["protocols"].items():
             r = res["models"].get(ref)

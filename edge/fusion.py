@@ -38,6 +38,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge.alignment import CNN_VIEWS
+from edge.corr_view import CORR_VIEWS
 from edge.errors import BundleError
 
 #: log p floor: an int8 softmax reads exactly 0 below its 1/256 step.
@@ -64,6 +65,11 @@ class FusionParams:
     #: best zero-lag library similarity is within this of its best over all lags
     #: (edge.alignment.calibrated_view); < 0: never (bundles fitted before it).
     calibrated_gap: float = -1.0
+    #: What the correlation search compares (edge.corr_view): "pearson" (the spectra; bundles
+    #: fitted before 2026-12-08) or "sqrt_d1" (their square roots and slopes). The weights and
+    #: gap above were fitted with this view's similarities, so the library must be searched
+    #: with it (edge.pipeline.bundle_library).
+    corr_view: str = "pearson"
     #: Parameters for spectra whose measured SNR (edge.preprocess: strongest band over pixel
     #: noise) is below `noisy_below_snr`; None or 0: these parameters serve every SNR.
     noisy: FusionParams | None = None
@@ -87,7 +93,8 @@ class FusionParams:
         if noisy is not None:
             if not isinstance(noisy, dict) or "noisy" in noisy:
                 raise BundleError("manifest fusion.noisy must be an object of fusion parameters (not nested)")
-            p = replace(p, noisy=cls._from_dict(noisy))
+            # One library serves both regimes: the noisy set searches with the clean set's view.
+            p = replace(p, noisy=replace(cls._from_dict(noisy), corr_view=p.corr_view))
             if not p.noisy_below_snr > 0:
                 raise BundleError(f"manifest fusion noisy_below_snr must be > 0, got {p.noisy_below_snr}")
         return p
@@ -100,7 +107,11 @@ class FusionParams:
                 continue
             try:
                 values[k] = (
-                    str(v) if k in ("unknown_score", "cnn_views") else int(v) if k == "align_min_lag_pts" else float(v)
+                    str(v)
+                    if k in ("unknown_score", "cnn_views", "corr_view")
+                    else int(v)
+                    if k == "align_min_lag_pts"
+                    else float(v)
                 )
             except (TypeError, ValueError) as err:
                 raise BundleError(f"manifest fusion section malformed: {k} = {v!r} ({err})") from err
@@ -109,6 +120,8 @@ class FusionParams:
             raise BundleError(f"manifest fusion unknown_score must be one of {UNKNOWN_SCORES}, got {p.unknown_score!r}")
         if p.cnn_views not in CNN_VIEWS:
             raise BundleError(f"manifest fusion cnn_views must be one of {CNN_VIEWS}, got {p.cnn_views!r}")
+        if p.corr_view not in CORR_VIEWS:
+            raise BundleError(f"manifest fusion corr_view must be one of {CORR_VIEWS}, got {p.corr_view!r}")
         if p.align_min_lag_pts < 0:
             raise BundleError(f"manifest fusion align_min_lag_pts must be >= 0, got {p.align_min_lag_pts}")
         if p.temperature <= 0:
@@ -117,6 +130,8 @@ class FusionParams:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        if self.corr_view == "pearson":
+            del d["corr_view"]  # bundles fitted before the field keep their manifest
         if self.noisy is None:
             # Bundles without a noisy regime keep the manifest they always had.
             del d["noisy"], d["noisy_below_snr"]

@@ -30,6 +30,11 @@ best-screened references only, computed from their int8 rows and per-row constan
 
     corr_i(lag) = a_i * (q_i . z_lag) + b_i * sum(z_lag),  a_i = scale_i / |x_i - mean_i|,
                                                            b_i = (offset_i - mean_i) / |x_i - mean_i|
+
+What is correlated is the bundle's choice (`SearchParams.view`, edge/corr_view.py): the spectra
+themselves ("pearson", as above), or the mean of the correlations of their square roots and of
+the slopes of those ("sqrt_d1"), each part searched at the same lags with the same formula on
+int8 rows derived at load.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from edge.corr_view import CORR_VIEWS, CorrView, standardize, view_parts
 from edge.errors import BundleError
 
 LIBRARY_FORMAT = "raman-edge-library/2"
@@ -66,6 +72,15 @@ class SearchParams:
     max_lag_pts: int = 20  # +-20 cm-1: the shift errors the CNN also has to tolerate
     coarse_block_pts: int = 8  # coarse grid = 8 cm-1 bins
     n_refine: int = 48  # references re-scored at full resolution
+    #: What is correlated (edge.corr_view): "pearson", the spectra themselves (the stored int8
+    #: rows, memory-mapped), or "sqrt_d1", the mean of the correlations of their square roots
+    #: and of the slopes of those (derived from the stored rows at load: two int8 arrays of the
+    #: library's size in memory). The bundle's manifest says which (fusion `corr_view`).
+    view: CorrView = "pearson"
+
+    def __post_init__(self) -> None:
+        if self.view not in CORR_VIEWS:
+            raise LibraryError(f"unknown correlation view {self.view!r}; known: {', '.join(CORR_VIEWS)}")
 
 
 # -- quantisation (pure) ---------------------------------------------------------------------
@@ -93,11 +108,7 @@ def quantize_embedding(e: NDArray[np.floating]) -> tuple[NDArray[np.int8], NDArr
     return q, scale
 
 
-def _standardize(x: NDArray[np.floating]) -> NDArray[np.float32]:
-    z = np.asarray(x, np.float32)
-    z = z - z.mean(axis=-1, keepdims=True)
-    n = np.linalg.norm(z, axis=-1, keepdims=True)
-    return (z / np.where(n == 0, 1.0, n)).astype(np.float32)
+_standardize = standardize
 
 
 def _blocks(x: NDArray[np.float32], block: int) -> NDArray[np.float32]:
@@ -139,8 +150,10 @@ class _Derived:
     coarse_t: NDArray[np.float32]  # (grid_n // block, n) standardized block means, transposed:
     # the screen is then (lags, blocks) @ (blocks, n) and its max over lags a reduction of
     # contiguous rows (a max along a short last axis costs as much as the product itself)
-    a: NDArray[np.float32]  # (n,) scale / norm
-    b: NDArray[np.float32]  # (n,) (offset - mean) / norm
+    #: One (int8 rows, a, b) per part of the view (edge.corr_view.view_parts); part p's
+    #: correlation at a lag is a * (q . z_lag) + b * sum(z_lag), and the similarity is the mean
+    #: over the parts. "pearson": the stored rows, a = scale / norm, b = (offset - mean) / norm.
+    parts: tuple[tuple[NDArray[np.int8], NDArray[np.float32], NDArray[np.float32]], ...]
     emb: NDArray[np.float32] | None  # (n, d) dequantised embeddings
     order: NDArray[np.int64]
     starts: NDArray[np.int64]
@@ -161,15 +174,32 @@ def _derive(
     coarse_t = np.empty((g // blk, n), np.float32)
     a = np.empty(n, np.float32)
     b = np.empty(n, np.float32)
+    derived = params.view != "pearson"
+    n_parts = len(view_parts(np.zeros((1, g), np.float32), params.view))
+    # Derived views: each part quantised to int8 per row like the stored spectra (the parts are
+    # standardised, so a = the row's step and b = its offset).
+    dq = [np.empty((n, g), np.int8) for _ in range(n_parts)] if derived else []
+    da = [np.empty(n, np.float32) for _ in range(n_parts)] if derived else []
+    db = [np.empty(n, np.float32) for _ in range(n_parts)] if derived else []
     for s in range(0, n, _CHUNK_ROWS):  # bounded temporaries: a few MB at most
         e = min(n, s + _CHUNK_ROWS)
         x = offset[s:e, None] + scale[s:e, None] * q[s:e].astype(np.float32)
+        if derived:
+            parts = view_parts(x, params.view)
+            for p, part in enumerate(parts):
+                dq[p][s:e], da[p][s:e], db[p][s:e] = quantize_rows(part)
+            # The screen ranks on the first part alone (the square root for "sqrt_d1"): block
+            # means of a slope mostly cancel, and the screen only has to keep the best
+            # references among the n_refine that are re-scored on every part.
+            coarse_t[:, s:e] = _standardize(_blocks(parts[0], blk)).T
+            continue
         m = x.mean(axis=1)
         nrm = np.linalg.norm(x - m[:, None], axis=1)
         nrm = np.where(nrm == 0, 1.0, nrm)
         a[s:e] = scale[s:e] / nrm
         b[s:e] = (offset[s:e] - m) / nrm
         coarse_t[:, s:e] = _standardize(_blocks((x - m[:, None]) / nrm[:, None], blk)).T
+    parts_d = tuple(zip(dq, da, db, strict=True)) if derived else ((q, a, b),)
     emb = None
     if emb_q is not None and emb_scale is not None:
         emb = (emb_q.astype(np.float32) * emb_scale[:, None]).astype(np.float32)
@@ -177,7 +207,7 @@ def _derive(
     cs = class_idx[order]
     starts = np.flatnonzero(np.r_[True, cs[1:] != cs[:-1]]) if n else np.zeros(0, np.int64)
     present = cs[starts].astype(np.int64) if n else starts
-    return _Derived(coarse_t, a, b, emb, order, starts, present)
+    return _Derived(coarse_t, parts_d, emb, order, starts, present)
 
 
 @dataclass(frozen=True)
@@ -253,8 +283,12 @@ class ReferenceLibrary:
         out = {
             "spectra_q": int(self.spectra_q.nbytes),
             "coarse": int(d.coarse_t.nbytes),
-            "row_constants": int(self.scale.nbytes + self.offset.nbytes + d.a.nbytes + d.b.nbytes),
+            "row_constants": int(
+                self.scale.nbytes + self.offset.nbytes + sum(pa.nbytes + pb.nbytes for _, pa, pb in d.parts)
+            ),
         }
+        if self.params.view != "pearson":
+            out["view"] = int(sum(pq.nbytes for pq, _, _ in d.parts))
         if d.emb is not None:
             out["embedding"] = int(d.emb.nbytes + (self.embedding_q.nbytes if self.embedding_q is not None else 0))
         return out
@@ -294,8 +328,8 @@ class ReferenceLibrary:
         if x.shape != (self.grid_n,):
             raise LibraryError(f"spectrum has {x.shape} points, the library grid {self.grid_n}")
         p, d = self.params, self._d
-        z = _standardize(x)
-        zc = _standardize(_blocks(z, p.coarse_block_pts))
+        zs = view_parts(x, p.view)
+        zc = _standardize(_blocks(zs[0], p.coarse_block_pts))
         coarse_lag = max(1, -(-p.max_lag_pts // p.coarse_block_pts))
         sim = np.maximum.reduce(_lagged(zc, coarse_lag) @ d.coarse_t, axis=0)
         lag = np.zeros(len(self), np.int32)
@@ -304,11 +338,16 @@ class ReferenceLibrary:
         if k:
             top = np.sort(np.argpartition(-sim, k - 1)[:k])  # sorted: row reads in file order
             rows, lagged = self._buffers(k)
-            np.copyto(rows, self.spectra_q[top], casting="unsafe")  # int8 -> float32 into scratch
-            zl = _lagged(z, p.max_lag_pts, out=lagged)
-            fine = rows @ zl.T  # (k, 2L+1)
-            fine *= d.a[top, None]
-            fine += d.b[top, None] * zl.sum(axis=1)[None, :]
+            fine = np.zeros((k, 2 * p.max_lag_pts + 1), np.float32)
+            for (pq, pa, pb), z in zip(d.parts, zs, strict=True):
+                np.copyto(rows, pq[top], casting="unsafe")  # int8 -> float32 into scratch
+                zl = _lagged(z, p.max_lag_pts, out=lagged)
+                part = rows @ zl.T  # (k, 2L+1)
+                part *= pa[top, None]
+                part += pb[top, None] * zl.sum(axis=1)[None, :]
+                fine += part
+            if len(d.parts) > 1:
+                fine /= len(d.parts)
             best = fine.argmax(axis=1)
             refined = fine[np.arange(k), best]
             # The screen ranked these below every refined reference: keep that order.
@@ -523,9 +562,15 @@ def _mapped_member(path: Path, zf: zipfile.ZipFile, name: str) -> NDArray[np.gen
 
 
 def load_library(
-    directory: str | Path, *, grid_n: int | None = None, model_sha256: str | None = None, mmap: bool = True
+    directory: str | Path,
+    *,
+    grid_n: int | None = None,
+    model_sha256: str | None = None,
+    mmap: bool = True,
+    params: SearchParams | None = None,
 ) -> ReferenceLibrary:
-    """Read and check a library directory; LibraryError (with the reason) if it is not sound."""
+    """Read and check a library directory; LibraryError (with the reason) if it is not sound.
+    `params`: how it is searched (the bundle's correlation view); default SearchParams()."""
     d = Path(directory)
     jp, npath = d / JSON_NAME, d / NPZ_NAME
     if not jp.is_file() or not npath.is_file():
@@ -547,7 +592,7 @@ def load_library(
         )
     try:
         if meta["format"] == "raman-edge-library/1":
-            return _load_v1(npath, meta)
+            return _load_v1(npath, meta, params)
         with zipfile.ZipFile(npath) as zf:
             q = _mapped_member(npath, zf, "spectra_q") if mmap else None
         with np.load(npath, allow_pickle=False) as z:
@@ -564,12 +609,13 @@ def load_library(
             small["offset"].astype(np.float32),
             small.get("embedding_q"),
             None if small.get("embedding_scale") is None else small["embedding_scale"].astype(np.float32),
+            params or SearchParams(),
         )
     except (KeyError, ValueError, TypeError, OSError, zipfile.BadZipFile) as err:
         raise LibraryError(f"{d}: malformed library ({err})") from err
 
 
-def _load_v1(npath: Path, meta: dict) -> ReferenceLibrary:  # type: ignore[type-arg]
+def _load_v1(npath: Path, meta: dict, params: SearchParams | None = None) -> ReferenceLibrary:  # type: ignore[type-arg]
     """Format 1 (float16 spectra, compressed npz): quantised on load."""
     with np.load(io.BytesIO(npath.read_bytes()), allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
@@ -580,4 +626,5 @@ def _load_v1(npath: Path, meta: dict) -> ReferenceLibrary:  # type: ignore[type-
         arrays["laser_nm"],
         arrays["spectra"].astype(np.float32),
         arrays.get("embedding"),
+        params,
     )

@@ -26,7 +26,7 @@ from edge.classifier import Classifier, Prediction
 from edge.deconv import DeconvWeights, Peak, attribution, top_peaks
 from edge.errors import SpectrumError
 from edge.fusion import Fused, FusionParams, fuse
-from edge.library import Match, ReferenceLibrary, load_library
+from edge.library import Match, ReferenceLibrary, SearchParams, load_library
 from edge.mixture import MixtureParams, fit_mixture
 from edge.preprocess import Prepared, pixel_shifts, preprocess
 from edge.quality import QualityLimits
@@ -89,7 +89,14 @@ def bundle_library(bundle: Bundle) -> ReferenceLibrary | None:
     """The bundle's own reference library, if it ships one (hashed with the bundle's files)."""
     if "library.npz" not in bundle.manifest.get("files", {}):
         return None
-    return load_library(bundle.path, grid_n=bundle.spec.grid_n)
+    return load_library(bundle.path, grid_n=bundle.spec.grid_n, params=search_params(bundle))
+
+
+def search_params(bundle: Bundle) -> SearchParams:
+    """How this bundle's library is searched: with the correlation view its fusion was fitted
+    with (manifest fusion `corr_view`; "pearson" for bundles without it)."""
+    fusion = FusionParams.from_manifest(bundle.manifest)
+    return SearchParams(view=fusion.corr_view) if fusion is not None else SearchParams()  # type: ignore[arg-type]
 
 
 def combined_library(
@@ -109,7 +116,9 @@ def combined_library(
     if base is None:
         from edge.library import build_library
 
-        base = build_library(bundle.labels, np.zeros(0), [], np.zeros(0), np.zeros((0, bundle.spec.grid_n)))
+        base = build_library(
+            bundle.labels, np.zeros(0), [], np.zeros(0), np.zeros((0, bundle.spec.grid_n)), params=search_params(bundle)
+        )
     return base.extended(extra)
 
 

@@ -40,7 +40,7 @@ from numpy.typing import NDArray
 from edge.alignment import aligned, better_view, calibrated_view
 from edge.fusion import FusionParams, fused_logits, softmax
 from edge.library import ReferenceLibrary
-from trainer.library_build import library_from_arrays
+from trainer.library_build import HYBRID_CORR_VIEW, library_from_arrays
 from trainer.temperature import fit_temperature, reliability
 
 #: edge.alignment: the CNN sees a spectrum moved onto its best match when |lag| >= 3 points
@@ -174,8 +174,10 @@ def fit_fusion(
     keep_fraction: float = 0.95,
     align_min_lag_pts: int = 0,
     cnn_views: str = "moved",
+    corr_view: str = "pearson",
 ) -> tuple[FusionParams, dict[str, Any]]:
-    """Fusion weights, temperature and unknown threshold from held-out rows (y = true class)."""
+    """Fusion weights, temperature and unknown threshold from held-out rows (y = true class).
+    `corr_view`: the library search's view the correlations came from (written with the fit)."""
     n_classes = log_p.shape[1]
     # Weights by log loss, not accuracy: on a few hundred held-out spectra accuracy moves in
     # steps of one spectrum, so the accuracy-best weights were the luckiest ones. On the
@@ -216,6 +218,7 @@ def fit_fusion(
         unknown_score=score,
         align_min_lag_pts=align_min_lag_pts,
         cnn_views=cnn_views,
+        corr_view=corr_view,
     )
     info = {
         "unknown_score_auroc_class_removed": aurocs,
@@ -345,12 +348,17 @@ def _fused_on(
     logits with its own weight and a refitted temperature, both chosen on the is_cal rows by log
     loss. Not on the edge: None (every model of `trainer cv`) leaves the fusion as it is."""
     lib = embedded_library(model, X_train, y_train, groups, n_classes)
-    params = FusionParams()  # notes' naive fusion when no specimen could be held out
+    params = FusionParams(corr_view=lib.params.view)  # notes' naive fusion when no specimen could be held out
     if is_cal.any():
         cal = np.flatnonzero(is_cal)
         comps = heldout_components(model, lib, hidden_references(ctx, groups, cal), n_classes)
         params, info = fit_gated_fusion(
-            comps, X_train[cal], y_train[cal], align_min_lag_pts=ALIGN_MIN_LAG_PTS, cnn_views=CNN_VIEWS
+            comps,
+            X_train[cal],
+            y_train[cal],
+            align_min_lag_pts=ALIGN_MIN_LAG_PTS,
+            cnn_views=CNN_VIEWS,
+            corr_view=lib.params.view,
         )
         log_fusion(params, info)
     s = fused_test_logits(model, lib, params, X_test, n_classes)
@@ -391,7 +399,9 @@ def embedded_library(
 ) -> ReferenceLibrary:
     """The library of rows X with `model`'s embeddings, as on the edge: the bottleneck vector
     (float here; the edge's int8), library rows embedded as they are."""
-    return library_from_arrays(X, y, _labels(n_classes), groups, embedding=keras_embeddings(model, X))
+    return library_from_arrays(
+        X, y, _labels(n_classes), groups, embedding=keras_embeddings(model, X), view=HYBRID_CORR_VIEW
+    )
 
 
 def hidden_references(ctx: Any, groups: NDArray[Any], rows: NDArray[np.int64]) -> NDArray[np.bool_]:
@@ -546,7 +556,7 @@ def write_hybrid(bundle_dir: Any, model: Any, train: Any, heldout: Any, cnn_temp
     del model
     clf = Classifier(load_bundle(bundle_dir))
     _lt, emb_train = edge_outputs(clf, train.X)
-    lib = library_from_dataset(train, embedding=emb_train)
+    lib = library_from_dataset(train, embedding=emb_train, view=HYBRID_CORR_VIEW)
     params, info = fit_hybrid(clf, lib, heldout, cnn_temperature)
     hashes = save_library(lib, bundle_dir)
     size = {k: (Path(bundle_dir) / k).stat().st_size for k in hashes}
@@ -573,7 +583,12 @@ def fit_hybrid(
     which the edge applies before fusing)."""
     comps = fusion_inputs(clf, lib, cnn_temperature, ALIGN_MIN_LAG_PTS, CNN_VIEWS)
     params, info = fit_gated_fusion(
-        comps, heldout.X, heldout.y, align_min_lag_pts=ALIGN_MIN_LAG_PTS, cnn_views=CNN_VIEWS
+        comps,
+        heldout.X,
+        heldout.y,
+        align_min_lag_pts=ALIGN_MIN_LAG_PTS,
+        cnn_views=CNN_VIEWS,
+        corr_view=lib.params.view,
     )
     info["cnn_temperature"] = float(cnn_temperature)
     return params, info

@@ -38,6 +38,7 @@ from trainer.hybrid import (
     protocol_is_grouped,
     with_extra_term,
 )
+from trainer.library_build import HYBRID_CORR_VIEW
 
 #: Parts of the training fold, each scored by a CNN trained on the others. 3, not 5: on this
 #: machine an FMCNN on two-thirds of a min8 fold trains in about a minute, and 5 parts would
@@ -123,6 +124,7 @@ def hybrid_xfit_scores(
         y_train[rows],
         align_min_lag_pts=ALIGN_MIN_LAG_PTS,
         cnn_views=CNN_VIEWS,
+        corr_view=HYBRID_CORR_VIEW,
     )
     log_fusion(params, info)
     model = fold_fmcnn(X_train, y_train, n_classes, cfg, groups, ctx)

@@ -19,6 +19,8 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from trainer.library_build import HYBRID_CORR_VIEW
+
 Scores = NDArray[np.float64]
 F32 = NDArray[np.float32]
 I64 = NDArray[np.int64]
@@ -105,6 +107,22 @@ def corr_scores(
     """
     sim = _standardize_rows(X_test) @ _standardize_rows(X_train).T
     return best_per_class(sim, y_train, n_classes)
+
+
+def corr_sqrt_d1_scores(
+    X_train: F32,
+    y_train: I64,
+    X_test: F32,
+    n_classes: int,
+    seed: int,
+    groups: Groups | None = None,
+    ctx: FoldContext | None = None,
+) -> Scores:
+    """Search-match as `corr_scores`, correlating the square roots of the spectra and their
+    slopes instead of the spectra (edge.corr_view "sqrt_d1": the hybrid's library view)."""
+    from edge.corr_view import correlations
+
+    return best_per_class(correlations(X_test, X_train, "sqrt_d1"), y_train, n_classes)
 
 
 def knn_scores(
@@ -249,6 +267,7 @@ MODELS: dict[str, ModelFn] = {
     "rf": rf_scores,
     "lda": lda_scores,
     "corr": corr_scores,
+    "corr_sqrt_d1": corr_sqrt_d1_scores,
 }
 
 
@@ -280,11 +299,14 @@ def _lazy(attr: str, identity: str = "", module: str = "trainer.hybrid") -> Mode
 # early-stopping specimens scored the way the protocol scores a test spectrum (trainer.hybrid).
 # v6 tables (2026-12-06): plus the calibrated-axis gate (edge.alignment.calibrated_view).
 # v7 tables (2026-12-06): the fusion's weight grid up to 800 (trainer.hybrid.W_GRID says why).
+# v9 tables (2026-12-08): the library searched with the sqrt_d1 correlation view
+# (trainer.library_build.HYBRID_CORR_VIEW); "pearson" before.
 MODELS["hybrid"] = _lazy(
     "hybrid_scores",
     identity="hybrid v2: the fold's FMCNN; fusion fitted on its early-stopping specimens against the training "
     "fold without what the protocol holds out; weights by log loss; aligned CNN (3); better of moved and unmoved "
-    "views; calibrated-axis gate chosen on the same specimens (10 cm-1 budget 0.02); weight grid to 800",
+    "views; calibrated-axis gate chosen on the same specimens (10 cm-1 budget 0.02); weight grid to 800; "
+    f"correlation view {HYBRID_CORR_VIEW}",
 )
 # The export's own split inside each fold: a CNN trained without calibration specimens, the
 # fusion fitted on them (hidden as the protocol hides a test spectrum). A second CNN per fold.
@@ -292,7 +314,8 @@ MODELS["hybrid_cal"] = _lazy(
     "hybrid_cal_scores",
     identity="hybrid_cal: FMCNN trained without calibration specimens (0.1); fusion fitted on them against the "
     "training fold without what the protocol holds out; weights by log loss; aligned CNN (3); better of moved "
-    "and unmoved views; calibrated-axis gate chosen on the same specimens (10 cm-1 budget 0.02); weight grid to 800",
+    "and unmoved views; calibrated-axis gate chosen on the same specimens (10 cm-1 budget 0.02); weight grid to 800; "
+    f"correlation view {HYBRID_CORR_VIEW}",
 )
 MODELS["corr_lag"] = _lazy("corr_lag_scores")
 # The same hybrid, its fusion fitted on every training row scored out of fold by CNNs trained on
@@ -301,6 +324,7 @@ MODELS["hybrid_xfit"] = _lazy(
     "hybrid_xfit_scores",
     identity="hybrid_xfit v1: the fold's FMCNN and library; fusion (hybrid v2's grids and criteria) fitted on "
     "every training row scored out of fold by 3 FMCNNs trained on the other parts (split as the protocol) against "
-    "the training fold without what the protocol holds out",
+    "the training fold without what the protocol holds out; "
+    f"correlation view {HYBRID_CORR_VIEW}",
     module="trainer.hybrid_xfit",
 )

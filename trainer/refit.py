@@ -20,12 +20,14 @@ import numpy as np
 
 from edge.bundle import load_bundle
 from edge.classifier import Classifier
+from edge.library import SearchParams, load_library
 from edge.pipeline import Analyzer, bundle_library
 from edge.preprocess import PreprocessSpec
 from trainer.dataset import Dataset, from_spectra
 from trainer.errors import ExportError
 from trainer.fmcnn import TrainConfig, holdout_rows
 from trainer.hybrid import fit_hybrid, fit_noisy_fusion, fused_reliability
+from trainer.library_build import HYBRID_CORR_VIEW
 from trainer.rruff import RamanSpectrum, load_rruff, select
 
 
@@ -75,9 +77,11 @@ def refit_fusion(bundle_dir: str | Path, data: Path, *, noisy: bool = True) -> d
     the same calibration specimens (trainer.noisy_fusion)."""
     bundle_dir = Path(bundle_dir)
     bundle = load_bundle(bundle_dir)  # verifies every hashed file first
-    lib = bundle_library(bundle)
-    if lib is None or "fusion" not in bundle.manifest:
+    if bundle_library(bundle) is None or "fusion" not in bundle.manifest:
         raise ExportError(f"{bundle_dir} has no reference library and fusion to re-fit")
+    # Searched with the current recipe's correlation view, whatever the bundle was fitted with:
+    # a re-fit moves an older bundle to it (the library file itself does not change).
+    lib = load_library(bundle_dir, grid_n=bundle.spec.grid_n, params=SearchParams(view=HYBRID_CORR_VIEW))
     ds, is_val, is_cal = bundle_split(bundle.manifest, data)
     if tuple(ds.labels) != tuple(bundle.labels):
         raise ExportError(f"{data} gives other classes than the bundle's labels.json")

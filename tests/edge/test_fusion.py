@@ -88,3 +88,16 @@ def test_noisy_spectra_get_their_own_parameters() -> None:
         FusionParams.from_manifest({"fusion": d | {"noisy": [1, 2]}})
     with pytest.raises(BundleError, match="temperature"):
         FusionParams.from_manifest({"fusion": d | {"noisy": d["noisy"] | {"temperature": -1}}})
+
+
+def test_corr_view_round_trip_default_and_refusal() -> None:
+    p = FusionParams(w_corr=20, corr_view="sqrt_d1", noisy=FusionParams(w_corr=200), noisy_below_snr=25)
+    back = FusionParams.from_manifest({"fusion": p.to_dict()})
+    assert back is not None and back.corr_view == "sqrt_d1"
+    # One library serves both regimes: the noisy set searches with the clean set's view.
+    assert back.noisy is not None and back.noisy.corr_view == "sqrt_d1"
+    # Bundles fitted before the key existed search Pearson, as they were fitted, and keep their manifest.
+    assert FusionParams.from_manifest({"fusion": {"w_corr": 20}}).corr_view == "pearson"  # type: ignore[union-attr]
+    assert "corr_view" not in FusionParams().to_dict()
+    with pytest.raises(BundleError, match="corr_view"):
+        FusionParams.from_manifest({"fusion": {"corr_view": "log"}})

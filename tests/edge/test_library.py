@@ -127,3 +127,46 @@ def test_embedding_search_is_cosine(real) -> None:  # type: ignore[no-untyped-de
     assert int(np.argmax(sims)) == 5 and sims[5] == pytest.approx(1.0, abs=2e-3)
     with pytest.raises(LibraryError):
         lib.embedding_similarities(e[5])
+
+
+def test_sqrt_d1_view_searches_the_same_correlation_as_its_definition(real) -> None:  # type: ignore[no-untyped-def]
+    from edge.corr_view import correlations
+    from edge.library import SearchParams
+
+    base, X, y = real
+    lib = base.rows(np.arange(len(base)))  # same rows, default view
+    v = build_library(
+        base.minerals,
+        base.class_idx,
+        list(base.rruff_ids),
+        base.laser_nm,
+        base.spectra,
+        params=SearchParams(view="sqrt_d1"),
+    )
+    x = X[0]
+    sim, lag, sim0 = v.search(x)
+    assert np.all(sim0 <= sim + 1e-6)
+    top = np.argsort(-sim)[: v.params.n_refine]
+    # The refined references' zero-lag similarity is the view's correlation (int8 rows: ~1e-3).
+    np.testing.assert_allclose(sim0[top], correlations(x[None], v.spectra[top], "sqrt_d1")[0], atol=3e-3)
+    # A copy moved by 9 points is found at lag -9, as with Pearson.
+    s9, lag9, _ = v.search(np.roll(x, 9))
+    assert lag9[int(np.argmax(s9))] == -9
+    # Not the Pearson search: the similarities differ, the candidates found are of the same kind.
+    assert not np.allclose(sim, lib.search(x)[0], atol=1e-3)
+    assert _accuracy(v, X, y) >= 0.85 and _accuracy(v, X, y, 12) >= _accuracy(v, X, y) - 0.05
+    # Its derived rows are in memory (two int8 arrays of the library's size), reported as such.
+    assert v.nbytes()["view"] == 2 * v.spectra_q.nbytes
+    # Composition keeps the view.
+    assert v.extended(lib).params.view == "sqrt_d1" and v.rows(np.arange(3)).params.view == "sqrt_d1"
+
+
+def test_a_library_loads_with_the_view_asked_for_and_refuses_an_unknown_one(real, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from edge.library import SearchParams
+
+    lib, X, _y = real
+    save_library(lib, tmp_path / "lib")
+    back = load_library(tmp_path / "lib", grid_n=lib.grid_n, params=SearchParams(view="sqrt_d1"))
+    assert back.params.view == "sqrt_d1" and back.search(X[0])[0].shape == (len(lib),)
+    with pytest.raises(LibraryError, match="unknown correlation view"):
+        SearchParams(view="log")  # type: ignore[arg-type]

@@ -75,3 +75,33 @@ def test_a_mixed_spot_carries_a_mixture(quartz_and_calcite) -> None:  # type: ig
     assert a.mixture is not None and {m for m, _f in a.mixture} == {"Quartz", "Calcite"}
     pure = an.analyze_corrected(q[-1].shift_cm1, q[-1].intensity)
     assert pure.mixture is None
+
+
+def test_the_library_is_searched_with_the_view_the_fusion_was_fitted_with(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+    import shutil
+
+    from edge.library import SearchParams
+    from edge.library import build_library as build
+    from edge.pipeline import search_params
+
+    src = load_bundle().path
+    shutil.copytree(src, tmp_path / "b")
+    mpath = tmp_path / "b" / "manifest.json"
+    manifest = json.loads(mpath.read_text())
+    if "library.npz" not in manifest["files"]:
+        pytest.skip("the shipped bundle carries no library")
+    # manifest.json is not among the hashed files: a re-fit (trainer refit-fusion) rewrites it.
+    manifest["fusion"]["corr_view"] = "sqrt_d1"
+    mpath.write_text(json.dumps(manifest))
+    bundle = load_bundle(tmp_path / "b")
+    assert search_params(bundle) == SearchParams(view="sqrt_d1")
+    an = Analyzer(bundle)
+    assert an.library is not None and an.library.params.view == "sqrt_d1"
+    # Added references join with the same view; a library without the key searches Pearson.
+    extra = build(("Newmineral",), np.zeros(1), ["NEW1"], np.zeros(1), an.library.spectra[:1])
+    an.set_library(extra)
+    assert an.library.params.view == "sqrt_d1" and an.library.minerals[-1] == "Newmineral"
+    assert Analyzer(load_bundle(src)).library.params.view == load_bundle(src).manifest["fusion"].get(  # type: ignore[union-attr]
+        "corr_view", "pearson"
+    )
