@@ -29,7 +29,7 @@ SECTIONS = [
     (
         "FMCNN: choosing the architecture, shift error on held-out specimens, int vs float (`bench/fmcnn_arch.py`, "
         "`bench/shift_heldout.py`, `bench/fmcnn_parity.py`)",
-        ["fmcnn_arch.md", "robustness_shift_heldout_v5.md", "fmcnn_parity.md"],
+        ["fmcnn_arch.md", "robustness_shift_heldout_v6.md", "fmcnn_parity.md"],
     ),
     (
         "Reference library: unknown minerals, a new mineral without retraining, two-mineral mixtures, latency "
