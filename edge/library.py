@@ -143,17 +143,21 @@ class Match:
     lag_pts: int  # reference best aligned when the query is moved by this many points
 
 
+#: One (int8 rows, a, b) per part of a view (edge.corr_view.view_parts): part p's correlation
+#: at a lag is a * (q . z_lag) + b * sum(z_lag), and the similarity is the mean over the parts.
+_Parts = tuple[tuple[NDArray[np.int8], NDArray[np.float32], NDArray[np.float32]], ...]
+
+
 @dataclass(frozen=True)
 class _Derived:
     """Search arrays built once per library (float32; ~grid_n / 8 columns + per-row constants)."""
 
-    coarse_t: NDArray[np.float32]  # (grid_n // block, n) standardized block means, transposed:
-    # the screen is then (lags, blocks) @ (blocks, n) and its max over lags a reduction of
-    # contiguous rows (a max along a short last axis costs as much as the product itself)
-    #: One (int8 rows, a, b) per part of the view (edge.corr_view.view_parts); part p's
-    #: correlation at a lag is a * (q . z_lag) + b * sum(z_lag), and the similarity is the mean
-    #: over the parts. "pearson": the stored rows, a = scale / norm, b = (offset - mean) / norm.
-    parts: tuple[tuple[NDArray[np.int8], NDArray[np.float32], NDArray[np.float32]], ...]
+    #: view -> (coarse_t, parts). coarse_t: (grid_n // block, n) standardized block means,
+    #: transposed: the screen is then (lags, blocks) @ (blocks, n) and its max over lags a
+    #: reduction of contiguous rows (a max along a short last axis costs as much as the product
+    #: itself). "pearson" is always there (its parts are the stored rows, a = scale / norm,
+    #: b = (offset - mean) / norm: nothing copied); the library's own view too.
+    views: dict[str, tuple[NDArray[np.float32], _Parts]]
     emb: NDArray[np.float32] | None  # (n, d) dequantised embeddings
     order: NDArray[np.int64]
     starts: NDArray[np.int64]
@@ -175,15 +179,22 @@ def _derive(
     a = np.empty(n, np.float32)
     b = np.empty(n, np.float32)
     derived = params.view != "pearson"
-    n_parts = len(view_parts(np.zeros((1, g), np.float32), params.view))
+    n_parts = len(view_parts(np.zeros((1, g), np.float32), params.view)) if derived else 0
     # Derived views: each part quantised to int8 per row like the stored spectra (the parts are
     # standardised, so a = the row's step and b = its offset).
-    dq = [np.empty((n, g), np.int8) for _ in range(n_parts)] if derived else []
-    da = [np.empty(n, np.float32) for _ in range(n_parts)] if derived else []
-    db = [np.empty(n, np.float32) for _ in range(n_parts)] if derived else []
+    dq = [np.empty((n, g), np.int8) for _ in range(n_parts)]
+    da = [np.empty(n, np.float32) for _ in range(n_parts)]
+    db = [np.empty(n, np.float32) for _ in range(n_parts)]
+    dcoarse_t = np.empty((g // blk, n), np.float32) if derived else coarse_t
     for s in range(0, n, _CHUNK_ROWS):  # bounded temporaries: a few MB at most
         e = min(n, s + _CHUNK_ROWS)
         x = offset[s:e, None] + scale[s:e, None] * q[s:e].astype(np.float32)
+        m = x.mean(axis=1)
+        nrm = np.linalg.norm(x - m[:, None], axis=1)
+        nrm = np.where(nrm == 0, 1.0, nrm)
+        a[s:e] = scale[s:e] / nrm
+        b[s:e] = (offset[s:e] - m) / nrm
+        coarse_t[:, s:e] = _standardize(_blocks((x - m[:, None]) / nrm[:, None], blk)).T
         if derived:
             parts = view_parts(x, params.view)
             for p, part in enumerate(parts):
@@ -191,15 +202,10 @@ def _derive(
             # The screen ranks on the first part alone (the square root for "sqrt_d1"): block
             # means of a slope mostly cancel, and the screen only has to keep the best
             # references among the n_refine that are re-scored on every part.
-            coarse_t[:, s:e] = _standardize(_blocks(parts[0], blk)).T
-            continue
-        m = x.mean(axis=1)
-        nrm = np.linalg.norm(x - m[:, None], axis=1)
-        nrm = np.where(nrm == 0, 1.0, nrm)
-        a[s:e] = scale[s:e] / nrm
-        b[s:e] = (offset[s:e] - m) / nrm
-        coarse_t[:, s:e] = _standardize(_blocks((x - m[:, None]) / nrm[:, None], blk)).T
-    parts_d = tuple(zip(dq, da, db, strict=True)) if derived else ((q, a, b),)
+            dcoarse_t[:, s:e] = _standardize(_blocks(parts[0], blk)).T
+    views: dict[str, tuple[NDArray[np.float32], _Parts]] = {"pearson": (coarse_t, ((q, a, b),))}
+    if derived:
+        views[params.view] = (dcoarse_t, tuple(zip(dq, da, db, strict=True)))
     emb = None
     if emb_q is not None and emb_scale is not None:
         emb = (emb_q.astype(np.float32) * emb_scale[:, None]).astype(np.float32)
@@ -207,7 +213,7 @@ def _derive(
     cs = class_idx[order]
     starts = np.flatnonzero(np.r_[True, cs[1:] != cs[:-1]]) if n else np.zeros(0, np.int64)
     present = cs[starts].astype(np.int64) if n else starts
-    return _Derived(coarse_t, parts_d, emb, order, starts, present)
+    return _Derived(views, emb, order, starts, present)
 
 
 @dataclass(frozen=True)
@@ -280,15 +286,18 @@ class ReferenceLibrary:
     def nbytes(self) -> dict[str, int]:
         """Bytes held per array (the int8 block may be a file mapping rather than heap)."""
         d = self._d
+        views = d.views.values()
         out = {
             "spectra_q": int(self.spectra_q.nbytes),
-            "coarse": int(d.coarse_t.nbytes),
+            "coarse": int(sum(c.nbytes for c, _ in views)),
             "row_constants": int(
-                self.scale.nbytes + self.offset.nbytes + sum(pa.nbytes + pb.nbytes for _, pa, pb in d.parts)
+                self.scale.nbytes
+                + self.offset.nbytes
+                + sum(pa.nbytes + pb.nbytes for _, parts in views for _, pa, pb in parts)
             ),
         }
         if self.params.view != "pearson":
-            out["view"] = int(sum(pq.nbytes for pq, _, _ in d.parts))
+            out["view"] = int(sum(pq.nbytes for pq, _, _ in d.views[self.params.view][1]))
         if d.emb is not None:
             out["embedding"] = int(d.emb.nbytes + (self.embedding_q.nbytes if self.embedding_q is not None else 0))
         return out
@@ -304,14 +313,16 @@ class ReferenceLibrary:
         return s.rows[:k], s.lagged
 
     # -- search ----------------------------------------------------------------------------
-    def similarities(self, values: NDArray[np.floating]) -> tuple[NDArray[np.float32], NDArray[np.int32]]:
+    def similarities(
+        self, values: NDArray[np.floating], view: CorrView | None = None
+    ) -> tuple[NDArray[np.float32], NDArray[np.int32]]:
         """Shift-tolerant correlation of one preprocessed spectrum with every reference:
         (similarity, lag) per reference (`search`)."""
-        sim, lag, _ = self.search(values)
+        sim, lag, _ = self.search(values, view)
         return sim, lag
 
     def search(
-        self, values: NDArray[np.floating]
+        self, values: NDArray[np.floating], view: CorrView | None = None
     ) -> tuple[NDArray[np.float32], NDArray[np.int32], NDArray[np.float32]]:
         """Shift-tolerant correlation of one preprocessed spectrum with every reference.
 
@@ -323,15 +334,22 @@ class ReferenceLibrary:
         the full-resolution one of the same reference, and uncapped it outranked the refined
         references (at a fluorescence background 10x the strongest band, 30 of the shipped
         bundle's 238 calibration spectra were matched to a reference that was never re-scored;
-        correlation top-1 0.634 uncapped, 0.672 capped; clean spectra: none, unchanged)."""
+        correlation top-1 0.634 uncapped, 0.672 capped; clean spectra: none, unchanged).
+
+        `view`: the library's own (`params.view`) when None; "pearson" is always available
+        (the mixture fit searches a residual, which has negative parts, with it)."""
         x = np.asarray(values, np.float32)
         if x.shape != (self.grid_n,):
             raise LibraryError(f"spectrum has {x.shape} points, the library grid {self.grid_n}")
-        p, d = self.params, self._d
-        zs = view_parts(x, p.view)
+        p = self.params
+        view = view or p.view
+        if view not in self._d.views:
+            raise LibraryError(f"this library is searched with {p.view!r} or 'pearson', not {view!r}")
+        coarse_t, parts = self._d.views[view]
+        zs = view_parts(x, view)
         zc = _standardize(_blocks(zs[0], p.coarse_block_pts))
         coarse_lag = max(1, -(-p.max_lag_pts // p.coarse_block_pts))
-        sim = np.maximum.reduce(_lagged(zc, coarse_lag) @ d.coarse_t, axis=0)
+        sim = np.maximum.reduce(_lagged(zc, coarse_lag) @ coarse_t, axis=0)
         lag = np.zeros(len(self), np.int32)
         sim0 = sim.copy()
         k = min(p.n_refine, len(self))
@@ -339,15 +357,15 @@ class ReferenceLibrary:
             top = np.sort(np.argpartition(-sim, k - 1)[:k])  # sorted: row reads in file order
             rows, lagged = self._buffers(k)
             fine = np.zeros((k, 2 * p.max_lag_pts + 1), np.float32)
-            for (pq, pa, pb), z in zip(d.parts, zs, strict=True):
+            for (pq, pa, pb), z in zip(parts, zs, strict=True):
                 np.copyto(rows, pq[top], casting="unsafe")  # int8 -> float32 into scratch
                 zl = _lagged(z, p.max_lag_pts, out=lagged)
                 part = rows @ zl.T  # (k, 2L+1)
                 part *= pa[top, None]
                 part += pb[top, None] * zl.sum(axis=1)[None, :]
                 fine += part
-            if len(d.parts) > 1:
-                fine /= len(d.parts)
+            if len(parts) > 1:
+                fine /= len(parts)
             best = fine.argmax(axis=1)
             refined = fine[np.arange(k), best]
             # The screen ranked these below every refined reference: keep that order.

@@ -192,8 +192,14 @@ def fit_mixture(
     lag: NDArray[np.integer] | None = None,
     params: MixtureParams | None = None,
 ) -> MixtureFit:
-    """Decide one mineral or two for a preprocessed spectrum, given its library similarities."""
+    """Decide one mineral or two for a preprocessed spectrum, given its library similarities
+    (`sim`, `lag`: the library's Pearson search; a library with another view searches Pearson
+    here once more, and `sim`, `lag` are not used)."""
     p = params or MixtureParams()
+    if lib.params.view != "pearson":
+        # NNLS mixes spectra linearly, as Pearson compares them: a square-root view ranks the
+        # components of a mixture worse (bench/results/hybrid_mixture.md). One more search.
+        sim, lag = lib.similarities(np.asarray(values, np.float32), "pearson")
     x = np.asarray(values, np.float64)
     xx = float(x @ x)
     norm = max(np.sqrt(xx), 1e-12)
@@ -211,7 +217,9 @@ def fit_mixture(
     # Second stage: search the library with what the best single reference leaves unexplained.
     ca = int(lib.class_idx[keys[j1][0]])
     rest = x - (max(b[j1], 0.0) / g[j1] if g[j1] > 0 else 0.0) * C[j1]
-    sim2, lag2 = lib.similarities(rest.astype(np.float32))
+    # Pearson whatever the library's view: a residual has negative parts, which a square-root
+    # view clips away, and NNLS mixes spectra linearly, as Pearson compares them.
+    sim2, lag2 = lib.similarities(rest.astype(np.float32), "pearson")
     pc2 = lib.per_class(sim2)
     pc2[ca] = -np.inf
     second = _top_classes(pc2, p.n_residual_candidates)

@@ -155,3 +155,20 @@ def test_closed_form_nnls_equals_scipy() -> None:
         assert r == pytest.approx(rs, rel=1e-9, abs=1e-9)
         if trial % 7:
             np.testing.assert_allclose(w, ws, atol=1e-8)
+
+
+def test_a_library_with_another_view_is_fitted_with_pearson(data) -> None:  # type: ignore[no-untyped-def]
+    """NNLS mixes spectra linearly: the fit ranks candidates by Pearson whatever the library's
+    correlation view, so a sqrt_d1 library gives the very fit of the Pearson one."""
+    from edge.library import SearchParams, build_library
+
+    _ds, lib, _held = data
+    v = build_library(
+        lib.minerals, lib.class_idx, list(lib.rruff_ids), lib.laser_nm, lib.spectra, params=SearchParams(view="sqrt_d1")
+    )
+    p = build_library(lib.minerals, lib.class_idx, list(lib.rruff_ids), lib.laser_nm, lib.spectra)
+    x = _mix(data, "Quartz", "Calcite", 0.5)
+    got = fit_mixture(x, v, *v.similarities(x), UNGATED)  # the view's similarities are not used
+    want = fit_mixture(x, p, *p.similarities(x), UNGATED)
+    assert got == want and got.components is not None
+    assert {m for m, _f in got.components} == {"Quartz", "Calcite"}
