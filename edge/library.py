@@ -120,17 +120,17 @@ def _lagged(
     z: NDArray[np.float32], max_lag: int, step: int = 1, out: NDArray[np.float32] | None = None
 ) -> NDArray[np.float32]:
     """Rows = the standardized query moved by each lag (zero filled; not re-standardized:
-    the few points lost at an edge change the norm by well under 1 %)."""
-    lags = range(-max_lag, max_lag + 1, step)
+    the few points lost at an edge change the norm by well under 1 %). Row i is the lag
+    -max_lag + i * step: a window of the zero-padded query (one C copy, not a loop per lag)."""
+    n = z.size
+    pad = np.zeros(n + 2 * max_lag, np.float32)
+    pad[max_lag : max_lag + n] = z
+    # Window k starts at pad[k]: it is the query moved by lag max_lag - k, so the lags in
+    # ascending order are the windows from the last one back.
+    rows = np.lib.stride_tricks.sliding_window_view(pad, n)[::-step]
     if out is None:
-        out = np.zeros((len(lags), z.size), np.float32)
-    else:
-        out[:] = 0.0
-    for i, lag in enumerate(lags):
-        if lag >= 0:
-            out[i, lag:] = z[: z.size - lag]
-        else:
-            out[i, :lag] = z[-lag:]
+        return np.ascontiguousarray(rows)
+    np.copyto(out, rows)
     return out
 
 

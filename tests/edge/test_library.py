@@ -170,3 +170,21 @@ def test_a_library_loads_with_the_view_asked_for_and_refuses_an_unknown_one(real
     assert back.params.view == "sqrt_d1" and back.search(X[0])[0].shape == (len(lib),)
     with pytest.raises(LibraryError, match="unknown correlation view"):
         SearchParams(view="log")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("max_lag", "step"), [(1, 1), (3, 1), (20, 1), (20, 3)])
+def test_lagged_rows_are_the_query_moved_by_each_lag(max_lag: int, step: int) -> None:
+    from edge.library import _lagged
+
+    z = np.random.default_rng(max_lag).normal(size=170).astype(np.float32)
+    lags = range(-max_lag, max_lag + 1, step)
+    want = np.zeros((len(lags), z.size), np.float32)
+    for i, lag in enumerate(lags):  # the definition: moved by `lag` points, zero filled
+        if lag >= 0:
+            want[i, lag:] = z[: z.size - lag]
+        else:
+            want[i, :lag] = z[-lag:]
+    np.testing.assert_array_equal(_lagged(z, max_lag, step), want)
+    buf = np.full_like(want, np.nan)
+    assert _lagged(z, max_lag, step, out=buf) is buf
+    np.testing.assert_array_equal(buf, want)
