@@ -66,7 +66,7 @@ class Match:
 
     mineral: str
     rruff_id: str
-    similarity: float  # best Pearson correlation over the lag window, -1..1
+    similarity: float  # best correlation over the lag window under the bundle's view (edge.corr_view), -1..1
 
 
 @dataclass(frozen=True, kw_only=True)
