@@ -38,7 +38,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge.alignment import CNN_VIEWS
-from edge.corr_view import CORR_VIEWS
+from edge.corr_view import CORR_VIEWS, CorrView
 from edge.errors import BundleError
 
 #: log p floor: an int8 softmax reads exactly 0 below its 1/256 step.
@@ -69,7 +69,7 @@ class FusionParams:
     #: fitted before 2026-12-08) or "sqrt_d1" (their square roots and slopes). The weights and
     #: gap above were fitted with this view's similarities, so the library must be searched
     #: with it (edge.pipeline.bundle_library).
-    corr_view: str = "pearson"
+    corr_view: CorrView = "pearson"
     #: Parameters for spectra whose measured SNR (edge.preprocess: strongest band over pixel
     #: noise) is below `noisy_below_snr`; None or 0: these parameters serve every SNR.
     noisy: FusionParams | None = None

@@ -108,9 +108,6 @@ def quantize_embedding(e: NDArray[np.floating]) -> tuple[NDArray[np.int8], NDArr
     return q, scale
 
 
-_standardize = standardize
-
-
 def _blocks(x: NDArray[np.float32], block: int) -> NDArray[np.float32]:
     n = x.shape[-1] // block * block
     return x[..., :n].reshape(*x.shape[:-1], n // block, block).mean(axis=-1)
@@ -194,7 +191,7 @@ def _derive(
         nrm = np.where(nrm == 0, 1.0, nrm)
         a[s:e] = scale[s:e] / nrm
         b[s:e] = (offset[s:e] - m) / nrm
-        coarse_t[:, s:e] = _standardize(_blocks((x - m[:, None]) / nrm[:, None], blk)).T
+        coarse_t[:, s:e] = standardize(_blocks((x - m[:, None]) / nrm[:, None], blk)).T
         if derived:
             parts = view_parts(x, params.view)
             for p, part in enumerate(parts):
@@ -202,7 +199,7 @@ def _derive(
             # The screen ranks on the first part alone (the square root for "sqrt_d1"): block
             # means of a slope mostly cancel, and the screen only has to keep the best
             # references among the n_refine that are re-scored on every part.
-            dcoarse_t[:, s:e] = _standardize(_blocks(parts[0], blk)).T
+            dcoarse_t[:, s:e] = standardize(_blocks(parts[0], blk)).T
     views: dict[str, tuple[NDArray[np.float32], _Parts]] = {"pearson": (coarse_t, ((q, a, b),))}
     if derived:
         views[params.view] = (dcoarse_t, tuple(zip(dq, da, db, strict=True)))
@@ -347,7 +344,7 @@ class ReferenceLibrary:
             raise LibraryError(f"this library is searched with {p.view!r} or 'pearson', not {view!r}")
         coarse_t, parts = self._d.views[view]
         zs = view_parts(x, view)
-        zc = _standardize(_blocks(zs[0], p.coarse_block_pts))
+        zc = standardize(_blocks(zs[0], p.coarse_block_pts))
         coarse_lag = max(1, -(-p.max_lag_pts // p.coarse_block_pts))
         sim = np.maximum.reduce(_lagged(zc, coarse_lag) @ coarse_t, axis=0)
         lag = np.zeros(len(self), np.int32)

@@ -96,7 +96,7 @@ def search_params(bundle: Bundle) -> SearchParams:
     """How this bundle's library is searched: with the correlation view its fusion was fitted
     with (manifest fusion `corr_view`; "pearson" for bundles without it)."""
     fusion = FusionParams.from_manifest(bundle.manifest)
-    return SearchParams(view=fusion.corr_view) if fusion is not None else SearchParams()  # type: ignore[arg-type]
+    return SearchParams(view=fusion.corr_view) if fusion is not None else SearchParams()
 
 
 def combined_library(

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edge.corr_view import standardize
 from edge.library import (
     LibraryError,
     _blocks,
     _lagged,
-    _standardize,
     build_library,
     load_library,
     quantize_rows,
@@ -39,8 +39,8 @@ def _spectra(n: int = 60, g: int = 400, seed: int = 0) -> np.ndarray:
 
 def _exact_similarities(X: np.ndarray, x: np.ndarray, max_lag: int) -> np.ndarray:
     """Float64 reference: best Pearson correlation over lags (query moved, zero filled)."""
-    z = _standardize(x).astype(np.float64)
-    R = _standardize(X).astype(np.float64)
+    z = standardize(x).astype(np.float64)
+    R = standardize(X).astype(np.float64)
     return (R @ _lagged(z.astype(np.float32), max_lag).astype(np.float64).T).max(axis=1)
 
 
